@@ -1,0 +1,21 @@
+//! The MESH wire protocol, kept apart from storage and HTTP so that every rule of
+//! `shared/mesh/API.md` can be unit- and property-tested without a server.
+//!
+//! Nothing in this crate does I/O: callers hand in header values, clocks and random
+//! bytes, and get back typed values, errors and JSON views.
+
+pub mod auth;
+pub mod error;
+pub mod filter;
+pub mod headers;
+pub mod ids;
+pub mod model;
+pub mod version;
+pub mod views;
+
+pub use auth::{AuthToken, TokenError};
+pub use error::MeshError;
+pub use filter::WorkflowFilter;
+pub use headers::{ChunkRange, SendHeaders};
+pub use model::{Event, Mailbox, Message, MessageType, Metadata, Party, Status, Workflow};
+pub use version::ApiVersion;
