@@ -10,8 +10,9 @@ pub struct WorkflowFilter {
     needle: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
+/// How the filter compares, exposed so a store can translate it into its own query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
     Equals,
     StartsWith,
     Contains,
@@ -43,6 +44,11 @@ impl WorkflowFilter {
             kind,
             needle: needle.to_string(),
         })
+    }
+
+    /// `(negated, kind, needle)`, for stores that filter in their query language.
+    pub fn parts(&self) -> (bool, Kind, &str) {
+        (self.negate, self.kind, &self.needle)
     }
 
     pub fn matches(&self, workflow_id: &str) -> bool {

@@ -1,1 +1,19 @@
+//! MESH storage: message metadata in a [`MetaStore`], payload chunks in a [`BlobStore`].
+//!
+//! The two are separate traits because they scale separately: metadata is small and
+//! transactional (SQLite here, PostgreSQL later), payloads are large and streamed (local
+//! files here, S3-compatible object storage later). [`Store`] joins them and holds the
+//! one rule that makes a crash harmless: a chunk's bytes are durable in the blob store
+//! *before* the metadata transaction that makes them reachable commits.
 
+mod blob;
+mod error;
+mod meta;
+mod sqlite;
+mod store;
+
+pub use blob::{BlobStore, ByteStream, LocalBlobStore};
+pub use error::StoreError;
+pub use meta::{ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+pub use sqlite::SqliteMetaStore;
+pub use store::{Store, StoreConfig};

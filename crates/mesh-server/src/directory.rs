@@ -1,0 +1,216 @@
+//! Mailboxes and workflows: loaded at start from JSON-lines files in the MESH sandbox's
+//! format (API.md 8.1, 8.2), or the sandbox's own well-known set with `--demo`.
+
+use mesh_protocol::{Mailbox, Workflow};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where the directory came from, so the sandbox "reset all" call can reload it.
+#[derive(Debug, Clone, Default)]
+pub struct DirectorySource {
+    pub mailboxes: Option<PathBuf>,
+    pub workflows: Option<PathBuf>,
+    /// Add the demo set (X26ABC1..3 and the TEST_WORKFLOW family).
+    pub demo: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {reason}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// Known mailboxes and workflows.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    mailboxes: HashMap<String, Mailbox>,
+    /// In file order: lookups answer in the order of a workflow's `receivers` list.
+    workflows: Vec<Workflow>,
+    by_workflow: HashMap<String, usize>,
+}
+
+impl Directory {
+    pub fn load(source: &DirectorySource) -> Result<Self, DirectoryError> {
+        let mut dir = Directory::default();
+        if source.demo {
+            dir.add_jsonl(
+                Path::new("<demo mailboxes>"),
+                DEMO_MAILBOXES,
+                Self::add_mailbox,
+            )?;
+            dir.add_jsonl(
+                Path::new("<demo workflows>"),
+                DEMO_WORKFLOWS,
+                Self::add_workflow,
+            )?;
+        }
+        if let Some(path) = &source.mailboxes {
+            let text = read(path)?;
+            dir.add_jsonl(path, &text, Self::add_mailbox)?;
+        }
+        if let Some(path) = &source.workflows {
+            let text = read(path)?;
+            dir.add_jsonl(path, &text, Self::add_workflow)?;
+        }
+        Ok(dir)
+    }
+
+    fn add_jsonl(
+        &mut self,
+        path: &Path,
+        text: &str,
+        add: fn(&mut Self, &str) -> Result<(), String>,
+    ) -> Result<(), DirectoryError> {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            add(self, line).map_err(|reason| DirectoryError::Line {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn add_mailbox(&mut self, line: &str) -> Result<(), String> {
+        let mut mb: Mailbox = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        mb.mailbox_id = mb.mailbox_id.trim().to_ascii_uppercase();
+        mb.ods_code = mb.ods_code.trim().to_ascii_uppercase();
+        if mb.mailbox_id.is_empty() {
+            return Err("mailbox_id is empty".into());
+        }
+        self.mailboxes.insert(mb.mailbox_id.clone(), mb);
+        Ok(())
+    }
+
+    fn add_workflow(&mut self, line: &str) -> Result<(), String> {
+        let mut wf: Workflow = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        wf.workflow_id = wf.workflow_id.trim().to_string();
+        if wf.workflow_id.is_empty() {
+            return Err("workflow_id is empty".into());
+        }
+        let clean = |ids: &mut Vec<String>| {
+            *ids = ids
+                .iter()
+                .map(|s| s.trim().to_ascii_uppercase())
+                .filter(|s| !s.is_empty())
+                .collect();
+        };
+        clean(&mut wf.senders);
+        clean(&mut wf.receivers);
+        match self.by_workflow.get(&wf.workflow_id) {
+            Some(&i) => self.workflows[i] = wf,
+            None => {
+                self.by_workflow
+                    .insert(wf.workflow_id.clone(), self.workflows.len());
+                self.workflows.push(wf);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn mailbox(&self, id: &str) -> Option<&Mailbox> {
+        self.mailboxes.get(id)
+    }
+
+    pub fn workflow(&self, id: &str) -> Option<&Workflow> {
+        self.by_workflow.get(id).map(|&i| &self.workflows[i])
+    }
+
+    /// Receivers of a workflow that are known mailboxes, in the workflow's order.
+    pub fn receivers(&self, workflow_id: &str) -> Vec<&Mailbox> {
+        self.workflow(workflow_id)
+            .map(|wf| {
+                wf.receivers
+                    .iter()
+                    .filter_map(|id| self.mailboxes.get(id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn mailbox_count(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    pub fn workflow_count(&self) -> usize {
+        self.workflows.len()
+    }
+}
+
+fn read(path: &Path) -> Result<String, DirectoryError> {
+    std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The NHS sandbox's fixture mailboxes (API.md 8.1).
+const DEMO_MAILBOXES: &str = r#"
+{"mailbox_id":"X26ABC1","mailbox_name":"TESTMB1","billing_entity":"England","ods_code":"X26","org_code":"X26","password":"password"}
+{"mailbox_id":"X26ABC2","mailbox_name":"TESTMB2","billing_entity":"Wales","ods_code":"X26","org_code":"X26","password":"password"}
+{"mailbox_id":"X26ABC3","mailbox_name":"TESTMB3","billing_entity":"England","ods_code":"X27","org_code":"X27","password":"password"}
+"#;
+
+/// The NHS sandbox's fixture workflows (API.md 8.2).
+const DEMO_WORKFLOWS: &str = r#"
+{"workflow_id":"TEST_WORKFLOW","senders":["X26ABC1"],"receivers":["X26ABC2"]}
+{"workflow_id":"TEST_WORKFLOW_ACK","senders":["X26ABC2"],"receivers":["X26ABC1","X26ABC3"]}
+{"workflow_id":"TEST_WORKFLOW2","senders":["X26ABC1"],"receivers":["X26ABC1","X26ABC2","X26ABC3"]}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_set_answers_the_sandbox_lookups() {
+        let dir = Directory::load(&DirectorySource {
+            demo: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let ids = |wf: &str| -> Vec<String> {
+            dir.receivers(wf)
+                .iter()
+                .map(|m| m.mailbox_id.clone())
+                .collect()
+        };
+        assert_eq!(ids("TEST_WORKFLOW"), ["X26ABC2"]);
+        assert_eq!(ids("TEST_WORKFLOW_ACK"), ["X26ABC1", "X26ABC3"]);
+        assert_eq!(ids("TEST_WORKFLOW2"), ["X26ABC1", "X26ABC2", "X26ABC3"]);
+        assert!(ids("NOPE").is_empty());
+        assert_eq!(
+            dir.mailbox("X26ABC2").unwrap().billing_entity.as_deref(),
+            Some("Wales")
+        );
+    }
+
+    #[test]
+    fn a_bad_line_is_reported_with_its_number() {
+        let tmp = std::env::temp_dir().join(format!("mb-{}.jsonl", std::process::id()));
+        std::fs::write(
+            &tmp,
+            "{\"mailbox_id\":\"a\",\"mailbox_name\":\"A\"}\n\nnot json\n",
+        )
+        .unwrap();
+        let err = Directory::load(&DirectorySource {
+            mailboxes: Some(tmp.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        std::fs::remove_file(&tmp).ok();
+        assert!(err.to_string().contains("line 3"), "{err}");
+    }
+}

@@ -1,0 +1,222 @@
+//! Download by chunk and HEAD metadata (API.md 3.4–3.6, 4.5, 5.5, 5.6).
+
+use super::upper;
+use crate::error::{store_error, ApiError};
+use crate::state::{begin, header_text, AppState};
+use async_compression::tokio::bufread::GzipDecoder;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use mesh_protocol::headers::accepts_gzip;
+use mesh_protocol::views::download_headers;
+use mesh_protocol::{ApiVersion, Mailbox, MeshError, Message, MessageType, Status};
+use std::io::Write;
+use tokio_util::io::{ReaderStream, StreamReader};
+
+/// Stored-plain chunks up to this size are gzipped on the fly for v2 clients that accept
+/// gzip, as the sandbox does; larger ones are sent as stored, so a download never holds
+/// a whole large chunk in memory.
+const ON_THE_FLY_GZIP_MAX: u64 = 1024 * 1024;
+
+pub async fn download_first(
+    state: State<AppState>,
+    Path((mailbox, message_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download(state, mailbox, message_id, "1".into(), headers).await
+}
+
+pub async fn download_chunk(
+    state: State<AppState>,
+    Path((mailbox, message_id, chunk)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download(state, mailbox, message_id, chunk, headers).await
+}
+
+async fn find(
+    state: &AppState,
+    message_id: &str,
+    version: ApiVersion,
+) -> Result<Option<Message>, ApiError> {
+    if !mesh_protocol::ids::plausible(message_id) {
+        return Ok(None);
+    }
+    state
+        .store()
+        .meta
+        .message(message_id)
+        .await
+        .map_err(|e| store_error(e, version))
+}
+
+fn with_headers(mut response: Response, pairs: Vec<(&'static str, String)>) -> Response {
+    let h = response.headers_mut();
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        } else {
+            // Sender text with bytes a header cannot carry is sent as raw bytes.
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    response
+}
+
+async fn download(
+    State(state): State<AppState>,
+    mailbox: String,
+    message_id: String,
+    chunk: String,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let message_id = upper(&message_id);
+    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let err = |e| ApiError::new(e, version);
+    let number: u32 = chunk
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            err(MeshError::validation(
+                "greater_than_equal",
+                &["path", "chunk_number"],
+                "Input should be an integer greater than or equal to 1",
+            ))
+        })?;
+    let message = find(&state, &message_id, version)
+        .await?
+        .ok_or_else(|| err(MeshError::message_does_not_exist()))?;
+    if message.recipient.mailbox_id != mailbox {
+        return Err(err(MeshError::forbidden()));
+    }
+    if !matches!(message.status(), Status::Accepted | Status::Acknowledged) {
+        return Err(err(MeshError::gone()));
+    }
+    let mut pairs = download_headers(&message, number);
+    if message.message_type == MessageType::Report {
+        pairs.push(("content-length", "0".into()));
+        return Ok(with_headers(StatusCode::OK.into_response(), pairs));
+    }
+    if number > message.total_chunks {
+        return Err(err(MeshError::message_does_not_exist()));
+    }
+    let store = state.store();
+    let record = store
+        .meta
+        .chunk(&message_id, number)
+        .await
+        .map_err(|e| store_error(e, version))?
+        .ok_or_else(|| err(MeshError::message_does_not_exist()))?;
+    let stream = store
+        .read_chunk(&record)
+        .await
+        .map_err(|e| store_error(e, version))?;
+    let wants_gzip = accepts_gzip(header_text(&headers, "accept-encoding").as_deref());
+    let stored_gzip = message.is_gzip();
+    let mut gzip_out = false;
+    let mut length = Some(record.size);
+    let body = if stored_gzip && wants_gzip {
+        gzip_out = true;
+        Body::from_stream(stream)
+    } else if stored_gzip {
+        // Each chunk is its own gzip member (API.md 5.4), so chunks decode independently.
+        length = None;
+        let reader = StreamReader::new(stream.map_err(std::io::Error::other));
+        let mut decoder = GzipDecoder::new(reader);
+        decoder.multiple_members(true);
+        Body::from_stream(ReaderStream::new(decoder))
+    } else if wants_gzip && version == ApiVersion::V2 && record.size <= ON_THE_FLY_GZIP_MAX {
+        let plain: Vec<u8> = stream
+            .try_fold(
+                Vec::with_capacity(record.size as usize),
+                |mut acc, b| async move {
+                    acc.extend_from_slice(&b);
+                    Ok(acc)
+                },
+            )
+            .await
+            .map_err(|e| store_error(e, version))?;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let gz = enc
+            .write_all(&plain)
+            .and_then(|()| enc.finish())
+            .map_err(|e| store_error(e.into(), version))?;
+        gzip_out = true;
+        length = Some(gz.len() as u64);
+        Body::from(gz)
+    } else {
+        Body::from_stream(stream)
+    };
+    if message.metadata.compressed || gzip_out {
+        pairs.push(("mex-content-compressed", "Y".into()));
+    }
+    if gzip_out {
+        pairs.push(("content-encoding", "gzip".into()));
+    }
+    let content_type = if version == ApiVersion::V2
+        && message.total_chunks < 2
+        && !message.metadata.content_type.is_empty()
+    {
+        message.metadata.content_type.clone()
+    } else {
+        "application/octet-stream".into()
+    };
+    pairs.push(("content-type", content_type));
+    if let Some(n) = length {
+        pairs.push(("content-length", n.to_string()));
+    }
+    let status = if number >= message.total_chunks {
+        StatusCode::OK
+    } else {
+        StatusCode::PARTIAL_CONTENT
+    };
+    metrics::counter!("mesh_chunks_sent_total").increment(1);
+    Ok(with_headers((status, body).into_response(), pairs))
+}
+
+/// `HEAD …/inbox/{id}`: the sender may look at any status, the recipient at delivered ones,
+/// anyone else gets 404 (API.md 3.6).
+pub async fn head(
+    State(state): State<AppState>,
+    Path((mailbox, message_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let message_id = upper(&message_id);
+    let n = crate::state::Negotiated::from_headers(&headers);
+    let caller: Mailbox = state
+        .authenticate(&headers, &mailbox)
+        .map_err(|e| n.err(e))?;
+    let version = n.shape();
+    let err = |e| ApiError::new(e, version);
+    let message = find(&state, &message_id, version)
+        .await?
+        .ok_or_else(|| err(MeshError::not_found()))?;
+    let is_sender = message.sender.mailbox_id == caller.mailbox_id;
+    let is_recipient = message.recipient.mailbox_id == caller.mailbox_id;
+    if !is_sender && !is_recipient {
+        return Err(err(MeshError::not_found()));
+    }
+    if !is_sender && !matches!(message.status(), Status::Accepted | Status::Acknowledged) {
+        return Err(err(MeshError::gone()));
+    }
+    let mut pairs = download_headers(&message, 1);
+    if message.metadata.compressed || message.is_gzip() {
+        pairs.push(("mex-content-compressed", "Y".into()));
+    }
+    if message.is_gzip() && message.message_type == MessageType::Data {
+        pairs.push(("content-encoding", "gzip".into()));
+    }
+    let mut response = with_headers(StatusCode::OK.into_response(), pairs);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Ok(response)
+}

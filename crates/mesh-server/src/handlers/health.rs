@@ -1,0 +1,47 @@
+//! Liveness (`_ping` and its aliases, API.md 3.14), readiness and metrics.
+
+use super::json_typed;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Liveness: the process answers. Deliberately does not touch the store, so a slow disk
+/// does not get a healthy process restarted.
+pub async fn ping(State(state): State<AppState>) -> Response {
+    let c = state.config();
+    json_typed(
+        StatusCode::OK,
+        "application/json",
+        &json!({"env": c.env, "build_label": c.build_label, "status": "running", "outcome": "Yes"}),
+    )
+}
+
+/// Readiness: the store answers queries. Load balancers stop sending traffic on 503.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.store().meta.ping().await {
+        Ok(()) => json_typed(
+            StatusCode::OK,
+            "application/json",
+            &json!({"status": "ready"}),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            json_typed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                &json!({"status": "unavailable", "reason": "store"}),
+            )
+        }
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics() -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,252 @@
+//! Handshake, inbox listing and count, acknowledgement (API.md 3.1–3.3, 3.7).
+
+use super::{empty, json, upper};
+use crate::error::{store_error, ApiError};
+use crate::state::{begin, header_text, AppState};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use chrono::Utc;
+use mesh_protocol::{ApiVersion, MeshError, WorkflowFilter};
+use serde_json::json;
+
+/// `POST|GET /messageexchange/{mailbox}`: validates credentials and connectivity.
+pub async fn handshake(
+    State(state): State<AppState>,
+    Path(mailbox): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let (_, version) = begin(&state, &headers, &mailbox)?;
+    for name in ["mex-clientversion", "mex-osname", "mex-osversion"] {
+        if headers.get(name).is_none() {
+            return Err(ApiError::new(MeshError::missing("header", name), version));
+        }
+    }
+    tracing::info!(
+        mailbox,
+        client = header_text(&headers, "mex-clientversion").unwrap_or_default(),
+        os = header_text(&headers, "mex-osname").unwrap_or_default(),
+        "handshake"
+    );
+    Ok(match version {
+        ApiVersion::V1 => json(StatusCode::OK, version, &json!({"mailboxId": mailbox})),
+        ApiVersion::V2 => empty(StatusCode::OK),
+    })
+}
+
+/// Where the next page starts, carried in v2's opaque `continue_from` token.
+fn encode_token(mailbox: &str, seq: i64) -> String {
+    let raw = json!({"mailbox": mailbox, "after": seq}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_token(mailbox: &str, token: &str) -> Option<i64> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    (v.get("mailbox")?.as_str()? == mailbox).then_some(())?;
+    v.get("after")?.as_i64()
+}
+
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `GET /messageexchange/{mailbox}/inbox`: accepted messages, oldest first (API.md 3.2).
+pub async fn list(
+    State(state): State<AppState>,
+    Path(mailbox): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let bad = |kind: &str, name: &str, msg: &str| {
+        ApiError::new(MeshError::validation(kind, &["query", name], msg), version)
+    };
+    let max_results = match param("max_results") {
+        None => 500,
+        Some(v) => {
+            let n: i64 = v.trim().parse().map_err(|_| {
+                bad(
+                    "int_parsing",
+                    "max_results",
+                    "Input should be a valid integer",
+                )
+            })?;
+            if n < 10 {
+                return Err(bad(
+                    "greater_than_equal",
+                    "max_results",
+                    "Input should be greater than or equal to 10",
+                ));
+            }
+            if n > 5000 {
+                return Err(bad(
+                    "less_than_equal",
+                    "max_results",
+                    "Input should be less than or equal to 5000",
+                ));
+            }
+            n as u32
+        }
+    };
+    let check_len = |name: &str, v: &str, min: usize, max: usize| {
+        let n = v.chars().count();
+        if n < min {
+            Err(bad(
+                "string_too_short",
+                name,
+                &format!("String should have at least {min} characters"),
+            ))
+        } else if n > max {
+            Err(bad(
+                "string_too_long",
+                name,
+                &format!("String should have at most {max} characters"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let filter_text = param("workflow_filter");
+    if let Some(f) = filter_text {
+        check_len("workflow_filter", f, 2, 255)?;
+    }
+    let filter = filter_text.and_then(WorkflowFilter::parse);
+    let meta = &state.store().meta;
+    let after = match param("continue_from") {
+        None => None,
+        Some(from) => {
+            check_len("continue_from", from, 24, 1000)?;
+            match decode_token(&mailbox, from) {
+                Some(seq) => Some(seq),
+                // v1 resumes after a message id; unknown ids start from the top (SBX).
+                None if mesh_protocol::ids::plausible(from) => meta
+                    .inbox_position(&mailbox, &upper(from))
+                    .await
+                    .map_err(|e| store_error(e, version))?,
+                None => {
+                    return Err(bad(
+                        "value_error",
+                        "continue_from",
+                        "continue_from is not a valid paging token",
+                    ))
+                }
+            }
+        }
+    };
+    let mut page = meta
+        .inbox(&mailbox, after, filter.as_ref(), max_results + 1)
+        .await
+        .map_err(|e| store_error(e, version))?;
+    let more = page.len() > max_results as usize;
+    page.truncate(max_results as usize);
+    let ids: Vec<&str> = page.iter().map(|e| e.message_id.as_str()).collect();
+    metrics::counter!("mesh_inbox_polls_total").increment(1);
+    if version == ApiVersion::V1 {
+        return Ok(json(StatusCode::OK, version, &json!({"messages": ids})));
+    }
+    let mut query_parts = Vec::new();
+    if max_results != 500 {
+        query_parts.push(format!("max_results={max_results}"));
+    }
+    if let Some(f) = filter_text {
+        query_parts.push(format!("workflow_filter={}", form_encode(f)));
+    }
+    let base = format!("/messageexchange/{mailbox}/inbox");
+    let with = |parts: &[String]| {
+        if parts.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}?{}", parts.join("&"))
+        }
+    };
+    let mut links = json!({"self": with(&query_parts)});
+    if let (true, Some(last)) = (more, page.last()) {
+        let mut next = query_parts.clone();
+        next.push(format!(
+            "continue_from={}",
+            form_encode(&encode_token(&mailbox, last.seq))
+        ));
+        links["next"] = json!(with(&next));
+    }
+    let approx = meta
+        .inbox_count(&mailbox)
+        .await
+        .map_err(|e| store_error(e, version))?;
+    Ok(json(
+        StatusCode::OK,
+        version,
+        &json!({"messages": ids, "links": links, "approx_inbox_count": approx}),
+    ))
+}
+
+/// `GET /messageexchange/{mailbox}/count` (deprecated, API.md 3.3).
+pub async fn count(
+    State(state): State<AppState>,
+    Path(mailbox): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let n = state
+        .store()
+        .meta
+        .inbox_count(&mailbox)
+        .await
+        .map_err(|e| store_error(e, version))?;
+    let body = match version {
+        ApiVersion::V1 => json!({
+            "count": n,
+            "internalID": uuid::Uuid::new_v4().simple().to_string(),
+            "allResultsIncluded": true,
+        }),
+        ApiVersion::V2 => json!({"count": n}),
+    };
+    Ok(super::json_typed(StatusCode::OK, "application/json", &body))
+}
+
+/// `PUT …/inbox/{id}/status/acknowledged`: idempotent, always 200 for the recipient.
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    Path((mailbox, message_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let message_id = upper(&message_id);
+    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let err = |e| ApiError::new(e, version);
+    let meta = &state.store().meta;
+    let message = match mesh_protocol::ids::plausible(&message_id) {
+        true => meta
+            .message(&message_id)
+            .await
+            .map_err(|e| store_error(e, version))?,
+        false => None,
+    }
+    .ok_or_else(|| err(MeshError::message_does_not_exist()))?;
+    if message.recipient.mailbox_id != mailbox {
+        return Err(err(MeshError::forbidden()));
+    }
+    if meta
+        .acknowledge(&message_id, Utc::now())
+        .await
+        .map_err(|e| store_error(e, version))?
+    {
+        metrics::counter!("mesh_messages_acknowledged_total").increment(1);
+    }
+    Ok(match version {
+        ApiVersion::V1 => json(StatusCode::OK, version, &json!({"messageId": message_id})),
+        ApiVersion::V2 => empty(StatusCode::OK),
+    })
+}

@@ -1,0 +1,37 @@
+//! One module per group of MESH endpoints (API.md 3). Handlers speak in domain types and
+//! return `Result<Response, ApiError>`; rendering of errors happens in `crate::error`.
+
+pub mod admin;
+pub mod download;
+pub mod health;
+pub mod inbox;
+pub mod lookup;
+pub mod send;
+pub mod tracking;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mesh_protocol::ApiVersion;
+use serde_json::Value;
+
+/// A JSON response with the content type of `version` (API.md 1.4).
+pub fn json(status: StatusCode, version: ApiVersion, body: &Value) -> Response {
+    json_typed(status, version.json_content_type(), body)
+}
+
+pub fn json_typed(status: StatusCode, content_type: &'static str, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// 200 with no body and no content type (v2 handshake and acknowledge).
+pub fn empty(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+/// Upper-cases a path id as SBX does (API.md 1.5).
+pub fn upper(id: &str) -> String {
+    id.trim().to_ascii_uppercase()
+}

@@ -1,0 +1,283 @@
+//! Sending: the first (or only) chunk, and chunks 2…n (API.md 3.8, 3.9).
+
+use super::{json, json_typed, upper};
+use crate::error::{store_error, ApiError};
+use crate::state::{begin, header_text, AppState};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{TimeDelta, Utc};
+use futures::{StreamExt, TryStreamExt};
+use mesh_protocol::{
+    ApiVersion, ChunkRange, Event, Mailbox, MeshError, Message, MessageType, Metadata, SendHeaders,
+    Status,
+};
+use mesh_store::{ByteStream, PutChunkOutcome, StoreError};
+use serde_json::json;
+
+fn body_stream(body: Body) -> ByteStream {
+    body.into_data_stream()
+        .map_err(|e| StoreError::Body(e.to_string()))
+        .boxed()
+}
+
+/// Refuses early, before reading anything, a body that declares itself too large.
+fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), MeshError> {
+    let declared =
+        header_text(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(MeshError::payload_too_large("request body", limit)),
+        _ => Ok(()),
+    }
+}
+
+/// Workflow permissions (API.md 11 #11): the sender must be registered to send the
+/// workflow (code 16) and the recipient to receive it (code 17).
+fn check_workflow(
+    state: &AppState,
+    sender: &Mailbox,
+    to: &str,
+    workflow_id: &str,
+) -> Result<(), MeshError> {
+    if !state.config().enforce_workflows {
+        return Ok(());
+    }
+    let directory = state.directory();
+    let Some(wf) = directory.workflow(workflow_id) else {
+        return Err(MeshError::sender_not_permitted(workflow_id));
+    };
+    if !wf.senders.iter().any(|s| s == &sender.mailbox_id) {
+        return Err(MeshError::sender_not_permitted(workflow_id));
+    }
+    if !wf.receivers.iter().any(|r| r == to) {
+        return Err(MeshError::workflow_not_registered());
+    }
+    Ok(())
+}
+
+fn new_message_id() -> String {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    mesh_protocol::ids::message_id(Utc::now(), [bytes[0], bytes[1], bytes[2]])
+}
+
+/// `POST /messageexchange/{mailbox}/outbox`.
+pub async fn send(
+    State(state): State<AppState>,
+    Path(mailbox): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let (sender, version) = begin(&state, &headers, &mailbox)?;
+    let err = |e| ApiError::new(e, version);
+    let texts: Vec<(String, String)> = headers
+        .keys()
+        .map(|k| {
+            (
+                k.as_str().to_string(),
+                header_text(&headers, k.as_str()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let h = SendHeaders::parse(|name| {
+        texts
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    })
+    .map_err(err)?;
+    let config = state.config();
+    if h.total_chunks > config.max_chunks {
+        return Err(err(MeshError::invalid_header_chunks()));
+    }
+    let directory = state.directory();
+    let recipient = directory
+        .mailbox(&h.to)
+        .ok_or_else(|| err(MeshError::unregistered_recipient()))?
+        .clone();
+    check_workflow(&state, &sender, &h.to, &h.workflow_id).map_err(err)?;
+    let limit = config.max_chunk_size.min(config.max_message_size);
+    check_declared_length(&headers, limit).map_err(err)?;
+
+    let message_id = new_message_id();
+    let store = state.store();
+    let chunk = store
+        .write_chunk(&message_id, 1, body_stream(body), limit)
+        .await
+        .map_err(|e| store_error(e, version))?;
+    if chunk.size == 0 {
+        store.discard(&chunk).await;
+        return Err(err(MeshError::missing_data_file()));
+    }
+    let now = Utc::now();
+    let single = h.total_chunks == 1;
+    let message = Message {
+        message_id: message_id.clone(),
+        sender: sender.party(),
+        recipient: recipient.party(),
+        workflow_id: h.workflow_id,
+        message_type: MessageType::Data,
+        total_chunks: h.total_chunks,
+        file_size: if single { chunk.size } else { 0 },
+        metadata: Metadata {
+            subject: h.subject,
+            content_type: h.content_type,
+            content_encoding: h.content_encoding,
+            file_name: h.file_name,
+            local_id: h.local_id,
+            partner_id: h.partner_id,
+            checksum: h.checksum,
+            encrypted: h.encrypted,
+            compressed: h.compressed,
+        },
+        events: vec![Event::new(
+            if single {
+                Status::Accepted
+            } else {
+                Status::Uploading
+            },
+            now,
+        )],
+        created: now,
+        expires: now + TimeDelta::days(config.inbox_expiry_days),
+    };
+    if let Err(e) = store.meta.create_message(&message, &chunk).await {
+        store.discard(&chunk).await;
+        return Err(store_error(e, version));
+    }
+    metrics::counter!("mesh_chunks_received_total").increment(1);
+    metrics::counter!("mesh_bytes_received_total").increment(chunk.size);
+    if single {
+        metrics::counter!("mesh_messages_accepted_total").increment(1);
+    }
+    tracing::info!(
+        message_id,
+        from = %message.sender.mailbox_id,
+        to = %message.recipient.mailbox_id,
+        workflow = %message.workflow_id,
+        chunks = message.total_chunks,
+        "message received"
+    );
+    let body = match version {
+        ApiVersion::V1 => json!({"messageID": message_id}),
+        ApiVersion::V2 => json!({"message_id": message_id}),
+    };
+    Ok(json(StatusCode::ACCEPTED, version, &body))
+}
+
+/// `POST /messageexchange/{mailbox}/outbox/{message_id}/{chunk_number}`.
+pub async fn upload_chunk(
+    State(state): State<AppState>,
+    Path((mailbox, message_id, chunk_number)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let message_id = upper(&message_id);
+    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let err = |e| ApiError::new(e, version);
+    let number: u32 = chunk_number
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            err(MeshError::validation(
+                "greater_than_equal",
+                &["path", "chunk_number"],
+                "Input should be an integer greater than or equal to 1",
+            ))
+        })?;
+    let chunks_error =
+        || err(MeshError::invalid_header_chunks().with_message_id(message_id.clone()));
+    let range = header_text(&headers, "mex-chunk-range")
+        .as_deref()
+        .and_then(ChunkRange::parse)
+        .filter(|r| r.number == number)
+        .ok_or_else(chunks_error)?;
+    let store = state.store();
+    let message = match mesh_protocol::ids::plausible(&message_id) {
+        true => store
+            .meta
+            .message(&message_id)
+            .await
+            .map_err(|e| store_error(e, version))?,
+        false => None,
+    }
+    .ok_or_else(|| err(MeshError::not_found()))?;
+    if message.sender.mailbox_id != mailbox {
+        return Err(err(MeshError::forbidden()));
+    }
+    if message.status() != Status::Uploading {
+        return Err(err(MeshError::already_complete()));
+    }
+    if number > message.total_chunks
+        || range.total != message.total_chunks
+        || message.message_type != MessageType::Data
+    {
+        return Err(err(MeshError::chunk_beyond_total()));
+    }
+    let encoding = header_text(&headers, "content-encoding")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if encoding != message.metadata.content_encoding {
+        return Err(err(MeshError::cannot_change_encoding()));
+    }
+    let config = state.config();
+    let stored = store
+        .meta
+        .stored_bytes(&message_id)
+        .await
+        .map_err(|e| store_error(e, version))?;
+    let limit = config
+        .max_chunk_size
+        .min(config.max_message_size.saturating_sub(stored));
+    check_declared_length(&headers, limit).map_err(err)?;
+    let chunk = store
+        .write_chunk(&message_id, number, body_stream(body), limit)
+        .await
+        .map_err(|e| store_error(e, version))?;
+    let outcome = store
+        .meta
+        .put_chunk(&message_id, number, &chunk, Utc::now())
+        .await;
+    match outcome {
+        Ok(PutChunkOutcome::Stored {
+            completed,
+            replaced,
+        }) => {
+            if let Some(key) = replaced {
+                store.discard_key(&key).await;
+            }
+            metrics::counter!("mesh_chunks_received_total").increment(1);
+            metrics::counter!("mesh_bytes_received_total").increment(chunk.size);
+            if completed {
+                metrics::counter!("mesh_messages_accepted_total").increment(1);
+                tracing::info!(
+                    message_id,
+                    chunks = message.total_chunks,
+                    "chunked message complete"
+                );
+            }
+        }
+        Ok(PutChunkOutcome::NotUploading) | Ok(PutChunkOutcome::NoSuchMessage) => {
+            // Completed or reset while this chunk was being read: nothing refers to it.
+            store.discard(&chunk).await;
+            return Err(err(MeshError::already_complete()));
+        }
+        Err(e) => {
+            store.discard(&chunk).await;
+            return Err(store_error(e, version));
+        }
+    }
+    let body = match version {
+        ApiVersion::V1 => json!({"messageID": message_id, "blockID": number}),
+        ApiVersion::V2 => json!({"message_id": message_id}),
+    };
+    Ok(json_typed(
+        StatusCode::ACCEPTED,
+        version.json_content_type(),
+        &body,
+    ))
+}

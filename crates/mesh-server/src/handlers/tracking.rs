@@ -1,0 +1,80 @@
+//! Tracking a sent message, by id or by the sender's local id (API.md 3.10, 3.11).
+
+use super::{json, json_typed, upper};
+use crate::error::{store_error, ApiError};
+use crate::state::{begin, AppState};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use mesh_protocol::views::{tracking_v1, tracking_v2};
+use mesh_protocol::{ApiVersion, MeshError};
+
+/// `GET …/outbox/tracking?messageID=…`. Someone else's message answers 404, not 403, so
+/// tracking cannot be used to probe which ids exist.
+pub async fn by_message_id(
+    State(state): State<AppState>,
+    Path(mailbox): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let err = |e| ApiError::new(e, version);
+    let id = query
+        .iter()
+        .find(|(k, _)| k == "messageID")
+        .map(|(_, v)| upper(v))
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| err(MeshError::missing("query", "messageID")))?;
+    let meta = &state.store().meta;
+    let message = match mesh_protocol::ids::plausible(&id) {
+        true => meta
+            .message(&id)
+            .await
+            .map_err(|e| store_error(e, version))?,
+        false => None,
+    }
+    .filter(|m| m.sender.mailbox_id == mailbox)
+    .ok_or_else(|| err(MeshError::not_found()))?;
+    if !meta
+        .in_outbox(&mailbox, &id)
+        .await
+        .map_err(|e| store_error(e, version))?
+    {
+        return Err(err(MeshError::not_found()));
+    }
+    let body = match version {
+        ApiVersion::V1 => tracking_v1(&message),
+        ApiVersion::V2 => tracking_v2(&message),
+    };
+    Ok(json(StatusCode::OK, version, &body))
+}
+
+/// `GET …/outbox/tracking/{local_id}` (deprecated): always the v1 record.
+pub async fn by_local_id(
+    State(state): State<AppState>,
+    Path((mailbox, local_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    let n = crate::state::Negotiated::from_headers(&headers);
+    state
+        .authenticate(&headers, &mailbox)
+        .map_err(|e| n.err(e))?;
+    let version = n.shape();
+    let found = state
+        .store()
+        .meta
+        .by_local_id(&mailbox, &local_id)
+        .await
+        .map_err(|e| store_error(e, version))?;
+    match found.as_slice() {
+        [] => Err(ApiError::new(MeshError::not_found(), version)),
+        [one] => Ok(json_typed(
+            StatusCode::OK,
+            "application/json",
+            &tracking_v1(one),
+        )),
+        _ => Err(ApiError::new(MeshError::multiple_choices(), version)),
+    }
+}

@@ -1,0 +1,187 @@
+//! Shared server state and the per-request context every handler starts from.
+
+use crate::config::ServerConfig;
+use crate::directory::{Directory, DirectorySource};
+use crate::error::ApiError;
+use crate::replay::ReplayGuard;
+use axum::http::HeaderMap;
+use chrono::{TimeDelta, Utc};
+use mesh_protocol::version::BadAccept;
+use mesh_protocol::{ApiVersion, AuthToken, Mailbox, MeshError, TokenError};
+use mesh_store::Store;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub config: ServerConfig,
+    pub store: Store,
+    /// Reloaded by the sandbox "reset all" call, hence the lock.
+    pub directory: RwLock<Arc<Directory>>,
+    pub directory_source: DirectorySource,
+    pub replay: ReplayGuard,
+}
+
+impl AppState {
+    pub fn new(
+        config: ServerConfig,
+        store: Store,
+        source: DirectorySource,
+    ) -> Result<Self, crate::directory::DirectoryError> {
+        let directory = Directory::load(&source)?;
+        let keep = config
+            .clock_window
+            .map(|w| w * 2)
+            .unwrap_or(Duration::from_secs(4 * 3600));
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                directory: RwLock::new(Arc::new(directory)),
+                directory_source: source,
+                replay: ReplayGuard::new(keep),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn directory(&self) -> Arc<Directory> {
+        self.inner
+            .directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn reload_directory(&self) -> Result<(), crate::directory::DirectoryError> {
+        let fresh = Directory::load(&self.inner.directory_source)?;
+        *self
+            .inner
+            .directory
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// Checks the `NHSMESH` token for `path_mailbox` (API.md 2.3) and returns the caller's
+    /// mailbox. Runs before any other validation: unauthenticated callers only ever see 403.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        path_mailbox: &str,
+    ) -> Result<Mailbox, MeshError> {
+        let value = header_text(headers, "authorization");
+        let token = AuthToken::parse(value.as_deref(), path_mailbox).map_err(|e| match e {
+            TokenError::Missing | TokenError::Malformed => MeshError::auth_unreadable(),
+            TokenError::MailboxMismatch => MeshError::auth_mailbox_mismatch(),
+        })?;
+        let directory = self.directory();
+        let Some(mailbox) = directory.mailbox(path_mailbox) else {
+            return Err(MeshError::no_mailbox_matched());
+        };
+        let config = self.config();
+        if !token.verify(&config.shared_key, &mailbox.password) {
+            tracing::info!(
+                mailbox = path_mailbox,
+                reason = "bad hmac",
+                "authentication refused"
+            );
+            return Err(MeshError::invalid_token());
+        }
+        if let Some(window) = config.clock_window {
+            let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::hours(2));
+            if !token.within_window(Utc::now(), window) {
+                tracing::info!(
+                    mailbox = path_mailbox,
+                    reason = "timestamp",
+                    "authentication refused"
+                );
+                return Err(MeshError::token_out_of_window());
+            }
+        }
+        if config.replay_check {
+            let count = token.nonce_count.parse::<u64>().unwrap_or(u64::MAX);
+            if !self
+                .inner
+                .replay
+                .first_use(&token.mailbox_id, &token.nonce, count)
+            {
+                tracing::info!(
+                    mailbox = path_mailbox,
+                    reason = "replay",
+                    "authentication refused"
+                );
+                return Err(MeshError::duplicated_token());
+            }
+        }
+        if !mailbox.active && !config.sandbox {
+            return Err(MeshError::inactive_mailbox());
+        }
+        Ok(mailbox.clone())
+    }
+}
+
+/// A header as text; bytes that are not UTF-8 are replaced rather than refused, because
+/// MESH accepts non-ASCII subjects (API.md 4.1).
+pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// The API version a request asked for; errors before the Accept check are rendered in
+/// v1 when the header is malformed (API.md 6.1).
+#[derive(Debug, Clone, Copy)]
+pub struct Negotiated {
+    parsed: Result<ApiVersion, ()>,
+}
+
+impl Negotiated {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let accept = header_text(headers, "accept");
+        Negotiated {
+            parsed: ApiVersion::from_accept(accept.as_deref()).map_err(|BadAccept| ()),
+        }
+    }
+
+    /// The version to render errors in.
+    pub fn shape(&self) -> ApiVersion {
+        self.parsed.unwrap_or(ApiVersion::V1)
+    }
+
+    /// The version, or the 400 for a malformed `Accept`.
+    pub fn version(&self) -> Result<ApiVersion, ApiError> {
+        self.parsed
+            .map_err(|()| ApiError::new(MeshError::bad_accept(), ApiVersion::V1))
+    }
+
+    pub fn err(&self, e: MeshError) -> ApiError {
+        ApiError::new(e, self.shape())
+    }
+}
+
+/// Authenticates and negotiates in the order the API fixes: auth (403) first, then Accept (400).
+pub fn begin(
+    state: &AppState,
+    headers: &HeaderMap,
+    path_mailbox: &str,
+) -> Result<(Mailbox, ApiVersion), ApiError> {
+    let n = Negotiated::from_headers(headers);
+    let mailbox = state
+        .authenticate(headers, path_mailbox)
+        .map_err(|e| n.err(e))?;
+    let version = n.version()?;
+    Ok((mailbox, version))
+}

@@ -1,0 +1,120 @@
+//! The payload store trait and its local-filesystem implementation on `object_store`.
+
+use crate::error::{Result, StoreError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, WriteMultipart};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A stream of payload bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// Payload bytes by key. `put` returns only once the bytes are durable, because the caller
+/// is about to commit metadata that points at them.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Writes `prefix` followed by everything `rest` yields. Returns the byte count.
+    async fn put(&self, key: &str, prefix: Bytes, rest: ByteStream) -> Result<u64>;
+    async fn get(&self, key: &str) -> Result<ByteStream>;
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Chunks as files under a directory, written through `object_store`'s local backend
+/// (which writes to a staging file and renames it into place), then fsynced — the crate
+/// does not fsync, and a 202 must survive power loss.
+pub struct LocalBlobStore {
+    store: Arc<LocalFileSystem>,
+    root: PathBuf,
+}
+
+/// Size of the parts handed to the multipart writer: bounds the memory one upload holds.
+const PART_SIZE: usize = 1024 * 1024;
+
+impl LocalBlobStore {
+    pub fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let root = root.canonicalize()?;
+        Ok(LocalBlobStore {
+            store: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
+            root,
+        })
+    }
+
+    fn file_path(&self, key: &str) -> Result<PathBuf> {
+        Ok(self.store.path_to_filesystem(
+            &ObjectPath::parse(key).map_err(|e| StoreError::Blob(object_store::Error::from(e)))?,
+        )?)
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobStore {
+    async fn put(&self, key: &str, prefix: Bytes, mut rest: ByteStream) -> Result<u64> {
+        let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
+        let upload = self.store.put_multipart(&location).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut total = prefix.len() as u64;
+        writer.put(prefix);
+        let failure = loop {
+            match rest.next().await {
+                Some(Ok(bytes)) => {
+                    total += bytes.len() as u64;
+                    if let Err(e) = writer.wait_for_capacity(2).await {
+                        break Some(StoreError::from(e));
+                    }
+                    writer.put(bytes);
+                }
+                Some(Err(e)) => break Some(e),
+                None => break None,
+            }
+        };
+        if let Some(e) = failure {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await?;
+        let path = self.file_path(key)?;
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || sync_file_and_dirs(&path, &root))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        Ok(total)
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
+        let result = self.store.get(&location).await?;
+        Ok(result
+            .into_stream()
+            .map(|r| r.map_err(StoreError::from))
+            .boxed())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
+        match self.store.delete(&location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// fsync the file, then every directory from its parent up to the store root, so the
+/// rename that published it (and any directory it created) is durable too.
+fn sync_file_and_dirs(path: &Path, root: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The metadata store trait: everything about messages except their payload bytes.
+
+use crate::error::Result;
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use mesh_protocol::{Event, Message, WorkflowFilter};
+
+/// Where a chunk's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkLocation {
+    /// Small payloads live in the metadata store itself: one fsync instead of two.
+    Inline(Bytes),
+    /// Key in the [`crate::BlobStore`].
+    Blob(String),
+}
+
+/// A stored chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRecord {
+    pub size: u64,
+    pub location: ChunkLocation,
+}
+
+/// One inbox entry: the message id and its position, which paging resumes after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    pub seq: i64,
+    pub message_id: String,
+}
+
+/// What happened to an uploaded chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutChunkOutcome {
+    /// Stored. `completed` when this made every chunk present, so the message moved to
+    /// `accepted`; `replaced` is the blob key of an earlier upload of the same chunk, which
+    /// the caller deletes now that nothing refers to it.
+    Stored {
+        completed: bool,
+        replaced: Option<String>,
+    },
+    /// The message no longer takes chunks (complete, or gone): 423 for the client.
+    NotUploading,
+    NoSuchMessage,
+}
+
+/// Message metadata. Implementations make every method atomic and durable on return:
+/// a crash after `Ok` keeps the change, a crash before it leaves no trace of it.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Creates a message with its first chunk. When the message has one chunk its status is
+    /// `accepted` and it enters the recipient's inbox in the same transaction.
+    async fn create_message(&self, message: &Message, first: &ChunkRecord) -> Result<()>;
+
+    /// Stores chunk `number` of an `uploading` message, completing it when all chunks
+    /// `1..=total` are present (API.md 11 #8).
+    async fn put_chunk(
+        &self,
+        message_id: &str,
+        number: u32,
+        chunk: &ChunkRecord,
+        now: DateTime<Utc>,
+    ) -> Result<PutChunkOutcome>;
+
+    async fn message(&self, message_id: &str) -> Result<Option<Message>>;
+
+    /// Bytes stored so far for a message, to hold a chunked upload to the message limit.
+    async fn stored_bytes(&self, message_id: &str) -> Result<u64>;
+
+    async fn chunk(&self, message_id: &str, number: u32) -> Result<Option<ChunkRecord>>;
+
+    /// Accepted messages in `mailbox`'s inbox, oldest first, after position `after`,
+    /// filtered before the limit is applied (API.md 3.2).
+    async fn inbox(
+        &self,
+        mailbox: &str,
+        after: Option<i64>,
+        filter: Option<&WorkflowFilter>,
+        limit: u32,
+    ) -> Result<Vec<InboxEntry>>;
+
+    /// Inbox position of a message, for resuming v1 paging from a message id.
+    async fn inbox_position(&self, mailbox: &str, message_id: &str) -> Result<Option<i64>>;
+
+    async fn inbox_count(&self, mailbox: &str) -> Result<u64>;
+
+    /// Moves an `accepted` message to `acknowledged`; any other status is left alone.
+    /// Returns true when the status changed.
+    async fn acknowledge(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Messages sent by `sender` (and still in its outbox) with this local id.
+    async fn by_local_id(&self, sender: &str, local_id: &str) -> Result<Vec<Message>>;
+
+    /// True when the message is still in its sender's outbox (sandbox reset removes it).
+    async fn in_outbox(&self, sender: &str, message_id: &str) -> Result<bool>;
+
+    /// Pushes a status event; it becomes the current status. `accepted` puts the message
+    /// (back) at the end of the recipient's inbox. Returns false for an unknown id.
+    async fn add_event(&self, message_id: &str, event: &Event) -> Result<bool>;
+
+    /// Deletes every message; returns the blob keys that are no longer referenced.
+    async fn reset_all(&self) -> Result<Vec<String>>;
+
+    /// Empties a mailbox's inbox and outbox lists; messages stay addressable by id.
+    async fn reset_mailbox(&self, mailbox: &str) -> Result<()>;
+
+    /// Succeeds when the store answers queries (readiness).
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,402 @@
+//! The embedded metadata store: SQLite through sqlx, in WAL mode with `synchronous=FULL`
+//! so that a commit is on disk when it returns.
+//!
+//! Writes go through a pool of one connection: SQLite has one writer at a time anyway,
+//! and queueing in the pool is cheaper and fairer than retrying on `SQLITE_BUSY`. Reads
+//! use their own pool and, thanks to WAL, never wait for the writer.
+
+use crate::error::{Result, StoreError};
+use crate::meta::{ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use mesh_protocol::filter::Kind;
+use mesh_protocol::{Event, Message, Status, WorkflowFilter};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+pub struct SqliteMetaStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteMetaStore {
+    /// Opens (creating if needed) the database file and runs the embedded migrations.
+    pub async fn open(path: &Path, readers: u32) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteMetaStore { writer, reader })
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+fn encode(message: &Message) -> Result<String> {
+    serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode(row: &SqliteRow) -> Result<Message> {
+    let record: String = row.try_get("record")?;
+    serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>) {
+    match &chunk.location {
+        ChunkLocation::Inline(b) => (None, Some(b.as_ref())),
+        ChunkLocation::Blob(k) => (Some(k.as_str()), None),
+    }
+}
+
+async fn next_seq(tx: &mut Transaction<'_, Sqlite>) -> Result<i64> {
+    let row = sqlx::query("SELECT COALESCE(MAX(inbox_seq), 0) + 1 AS seq FROM messages")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get("seq")?)
+}
+
+async fn load_for_update(tx: &mut Transaction<'_, Sqlite>, id: &str) -> Result<Option<Message>> {
+    let row = sqlx::query("SELECT record FROM messages WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+async fn save(tx: &mut Transaction<'_, Sqlite>, message: &Message, seq: Option<i64>) -> Result<()> {
+    let mut q = QueryBuilder::<Sqlite>::new("UPDATE messages SET status = ");
+    q.push_bind(message.status().as_str())
+        .push(", record = ")
+        .push_bind(encode(message)?);
+    if let Some(seq) = seq {
+        q.push(", inbox_seq = ").push_bind(seq);
+    }
+    q.push(" WHERE id = ").push_bind(&message.message_id);
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn create_message(&self, message: &Message, first: &ChunkRecord) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let seq = if message.status() == Status::Accepted {
+            Some(next_seq(&mut tx).await?)
+        } else {
+            None
+        };
+        sqlx::query(
+            "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, local_id, status, \
+             total_chunks, inbox_seq, created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&message.message_id)
+        .bind(&message.sender.mailbox_id)
+        .bind(&message.recipient.mailbox_id)
+        .bind(&message.workflow_id)
+        .bind(&message.metadata.local_id)
+        .bind(message.status().as_str())
+        .bind(message.total_chunks as i64)
+        .bind(seq)
+        .bind(message.created.to_rfc3339())
+        .bind(encode(message)?)
+        .execute(&mut *tx)
+        .await?;
+        if message.total_chunks > 0 {
+            let (key, data) = chunk_columns(first);
+            sqlx::query(
+                "INSERT INTO chunks (message_id, chunk_no, size, blob_key, data) \
+                 VALUES (?, 1, ?, ?, ?)",
+            )
+            .bind(&message.message_id)
+            .bind(first.size as i64)
+            .bind(key)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_chunk(
+        &self,
+        message_id: &str,
+        number: u32,
+        chunk: &ChunkRecord,
+        now: DateTime<Utc>,
+    ) -> Result<PutChunkOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
+            return Ok(PutChunkOutcome::NoSuchMessage);
+        };
+        if message.status() != Status::Uploading {
+            return Ok(PutChunkOutcome::NotUploading);
+        }
+        let old = sqlx::query("SELECT blob_key FROM chunks WHERE message_id = ? AND chunk_no = ?")
+            .bind(message_id)
+            .bind(number as i64)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let replaced: Option<String> = match old {
+            Some(row) => row.try_get("blob_key")?,
+            None => None,
+        };
+        let (key, data) = chunk_columns(chunk);
+        sqlx::query(
+            "INSERT OR REPLACE INTO chunks (message_id, chunk_no, size, blob_key, data) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(message_id)
+        .bind(number as i64)
+        .bind(chunk.size as i64)
+        .bind(key)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM chunks WHERE message_id = ?",
+        )
+        .bind(message_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored: i64 = row.try_get("n")?;
+        let completed = stored >= message.total_chunks as i64;
+        if completed {
+            let bytes: i64 = row.try_get("bytes")?;
+            message.file_size = bytes as u64;
+            message.events.insert(0, Event::new(Status::Accepted, now));
+            let seq = next_seq(&mut tx).await?;
+            save(&mut tx, &message, Some(seq)).await?;
+        }
+        tx.commit().await?;
+        Ok(PutChunkOutcome::Stored {
+            completed,
+            replaced: replaced.filter(|k| Some(k.as_str()) != key),
+        })
+    }
+
+    async fn message(&self, message_id: &str) -> Result<Option<Message>> {
+        let row = sqlx::query("SELECT record FROM messages WHERE id = ?")
+            .bind(message_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn stored_bytes(&self, message_id: &str) -> Result<u64> {
+        let row =
+            sqlx::query("SELECT COALESCE(SUM(size), 0) AS bytes FROM chunks WHERE message_id = ?")
+                .bind(message_id)
+                .fetch_one(&self.reader)
+                .await?;
+        let bytes: i64 = row.try_get("bytes")?;
+        Ok(bytes as u64)
+    }
+
+    async fn chunk(&self, message_id: &str, number: u32) -> Result<Option<ChunkRecord>> {
+        let row = sqlx::query(
+            "SELECT size, blob_key, data FROM chunks WHERE message_id = ? AND chunk_no = ?",
+        )
+        .bind(message_id)
+        .bind(number as i64)
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let size: i64 = row.try_get("size")?;
+        let key: Option<String> = row.try_get("blob_key")?;
+        let location = match key {
+            Some(k) => ChunkLocation::Blob(k),
+            None => {
+                let data: Option<Vec<u8>> = row.try_get("data")?;
+                ChunkLocation::Inline(Bytes::from(data.unwrap_or_default()))
+            }
+        };
+        Ok(Some(ChunkRecord {
+            size: size as u64,
+            location,
+        }))
+    }
+
+    async fn inbox(
+        &self,
+        mailbox: &str,
+        after: Option<i64>,
+        filter: Option<&WorkflowFilter>,
+        limit: u32,
+    ) -> Result<Vec<InboxEntry>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, inbox_seq FROM messages WHERE status = 'accepted' AND in_inbox = 1 \
+             AND recipient_id = ",
+        );
+        q.push_bind(mailbox);
+        if let Some(after) = after {
+            q.push(" AND inbox_seq > ").push_bind(after);
+        }
+        if let Some(f) = filter {
+            let (negate, kind, needle) = f.parts();
+            q.push(if negate { " AND NOT (" } else { " AND (" });
+            match kind {
+                Kind::Equals => q.push("workflow_id = ").push_bind(needle.to_string()),
+                // substr/instr are byte-exact and case-sensitive, unlike LIKE.
+                Kind::StartsWith => q
+                    .push("substr(workflow_id, 1, length(")
+                    .push_bind(needle.to_string())
+                    .push(")) = ")
+                    .push_bind(needle.to_string()),
+                Kind::Contains => q
+                    .push("instr(workflow_id, ")
+                    .push_bind(needle.to_string())
+                    .push(") > 0"),
+            };
+            q.push(")");
+        }
+        q.push(" ORDER BY inbox_seq LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InboxEntry {
+                    seq: r.try_get("inbox_seq")?,
+                    message_id: r.try_get("id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn inbox_position(&self, mailbox: &str, message_id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT inbox_seq FROM messages WHERE id = ? AND recipient_id = ? \
+             AND inbox_seq IS NOT NULL",
+        )
+        .bind(message_id)
+        .bind(mailbox)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| r.try_get("inbox_seq")).transpose()?)
+    }
+
+    async fn inbox_count(&self, mailbox: &str) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM messages WHERE status = 'accepted' AND in_inbox = 1 \
+             AND recipient_id = ?",
+        )
+        .bind(mailbox)
+        .fetch_one(&self.reader)
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n as u64)
+    }
+
+    async fn acknowledge(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
+            return Ok(false);
+        };
+        if message.status() != Status::Accepted {
+            return Ok(false);
+        }
+        message
+            .events
+            .insert(0, Event::new(Status::Acknowledged, now));
+        save(&mut tx, &message, None).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn by_local_id(&self, sender: &str, local_id: &str) -> Result<Vec<Message>> {
+        let rows = sqlx::query(
+            "SELECT record FROM messages WHERE sender_id = ? AND local_id = ? AND local_id <> '' \
+             AND in_outbox = 1 LIMIT 2",
+        )
+        .bind(sender)
+        .bind(local_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn in_outbox(&self, sender: &str, message_id: &str) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 FROM messages WHERE id = ? AND sender_id = ? AND in_outbox = 1")
+                .bind(message_id)
+                .bind(sender)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    async fn add_event(&self, message_id: &str, event: &Event) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
+            return Ok(false);
+        };
+        message.events.insert(0, event.clone());
+        let seq = if event.status == Status::Accepted {
+            Some(next_seq(&mut tx).await?)
+        } else {
+            None
+        };
+        save(&mut tx, &message, seq).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reset_all(&self) -> Result<Vec<String>> {
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query("SELECT blob_key FROM chunks WHERE blob_key IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await?;
+        let keys = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("blob_key"))
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("DELETE FROM chunks").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM messages")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    async fn reset_mailbox(&self, mailbox: &str) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE messages SET in_inbox = 0 WHERE recipient_id = ?")
+            .bind(mailbox)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE messages SET in_outbox = 0 WHERE sender_id = ?")
+            .bind(mailbox)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}
