@@ -161,6 +161,19 @@ impl MeshError {
     pub fn workflow_not_registered() -> Self {
         Self::mesh(417, "SEND", "17", "Workflow ID not registered for mailbox")
     }
+    /// `Mex-From` names a mailbox other than the authenticated one (API.md 6.3 code 07).
+    pub fn invalid_from_address() -> Self {
+        Self::mesh(
+            417,
+            "SEND",
+            "07",
+            "Invalid From Address in the control file",
+        )
+    }
+    /// `Mex-MessageType` other than DATA (API.md 6.3 code 11).
+    pub fn invalid_message_type() -> Self {
+        Self::mesh(417, "SEND", "11", "Invalid Message Type for the transfer")
+    }
     /// A request body or message over a configured size limit (API.md 11 #14 suggests 413).
     pub fn payload_too_large(what: &str, limit: u64) -> Self {
         Self::mesh(

@@ -16,6 +16,9 @@ pub struct ServerConfig {
     pub replay_check: bool,
     /// Refuse sends whose sender/recipient are not registered for the workflow.
     pub enforce_workflows: bool,
+    /// Refuse a `Mex-From` that is not the caller (code 07) and a `Mex-MessageType` other
+    /// than DATA (code 11), as the real service does; the sandbox ignores both.
+    pub strict_headers: bool,
     /// Largest request body: a whole single-chunk message or one chunk (API.md 5.4).
     pub max_chunk_size: u64,
     /// Largest whole message, summed over its chunks.
@@ -37,6 +40,7 @@ impl Default for ServerConfig {
             clock_window: Some(Duration::from_secs(2 * 3600)),
             replay_check: true,
             enforce_workflows: true,
+            strict_headers: true,
             max_chunk_size: 100 * 1000 * 1000,
             max_message_size: 20 * 1000 * 1000 * 1000,
             max_chunks: 10_000,
@@ -55,6 +59,7 @@ impl ServerConfig {
         self.clock_window = None;
         self.replay_check = false;
         self.enforce_workflows = false;
+        self.strict_headers = false;
         self
     }
 }

@@ -56,6 +56,22 @@ fn check_workflow(
     Ok(())
 }
 
+/// Legacy control headers that the real service checks when a client sends them.
+fn check_legacy_headers(headers: &HeaderMap, sender: &Mailbox) -> Result<(), MeshError> {
+    let present = |name| {
+        header_text(headers, name)
+            .map(|v| v.trim().to_ascii_uppercase())
+            .filter(|v| !v.is_empty())
+    };
+    if present("mex-from").is_some_and(|from| from != sender.mailbox_id) {
+        return Err(MeshError::invalid_from_address());
+    }
+    if present("mex-messagetype").is_some_and(|t| t != "DATA") {
+        return Err(MeshError::invalid_message_type());
+    }
+    Ok(())
+}
+
 fn new_message_id() -> String {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
     mesh_protocol::ids::message_id(Utc::now(), [bytes[0], bytes[1], bytes[2]])
@@ -88,6 +104,9 @@ pub async fn send(
     })
     .map_err(err)?;
     let config = state.config();
+    if config.strict_headers {
+        check_legacy_headers(&headers, &sender).map_err(err)?;
+    }
     if h.total_chunks > config.max_chunks {
         return Err(err(MeshError::invalid_header_chunks()));
     }

@@ -1,0 +1,99 @@
+//! Starts the real server on a free loopback port with a fresh embedded store in a temp
+//! directory, and hands out clients for the demo mailboxes.
+#![allow(dead_code)]
+
+use mesh_client::MeshClient;
+use mesh_server::{AppState, DirectorySource, ServerConfig};
+use mesh_store::{Store, StoreConfig};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const KEY: &str = "TestKey";
+
+pub struct TestServer {
+    pub base: String,
+    pub dir: TempDir,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// The realistic default configuration (workflow permissions, replay and clock checks).
+    pub async fn realistic() -> Self {
+        Self::start(ServerConfig::default(), StoreConfig::default()).await
+    }
+
+    /// NHS-sandbox behaviour.
+    pub async fn sandbox() -> Self {
+        Self::start(ServerConfig::default().sandbox(), StoreConfig::default()).await
+    }
+
+    pub async fn start(config: ServerConfig, store_config: StoreConfig) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config, store_config).await
+    }
+
+    pub async fn start_in(dir: TempDir, config: ServerConfig, store_config: StoreConfig) -> Self {
+        let store = Store::open_embedded(dir.path(), &store_config)
+            .await
+            .expect("store opens");
+        let source = DirectorySource {
+            demo: true,
+            ..Default::default()
+        };
+        let state = AppState::new(config, store, source).expect("directory loads");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let serve_state = state.clone();
+        let task = tokio::spawn(async move {
+            mesh_server::serve(listener, serve_state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestServer {
+            base,
+            dir,
+            state,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn client(&self, mailbox: &str) -> MeshClient {
+        MeshClient::new(&self.base, mailbox, "password", KEY)
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server, waiting for in-flight requests; returns the data directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
