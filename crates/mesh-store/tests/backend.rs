@@ -1,0 +1,435 @@
+//! The backend test suite: every store operation, concurrency and crash ordering, written
+//! once against `Store` and run for each backend (the embedded SQLite + files backend now;
+//! the PostgreSQL + S3 backend joins the `backends()` list when it exists).
+
+use bytes::Bytes;
+use chrono::{TimeDelta, Utc};
+use futures::StreamExt;
+use mesh_protocol::{Event, Message, MessageType, Metadata, Party, Status, WorkflowFilter};
+use mesh_store::{ByteStream, ChunkLocation, PutChunkOutcome, Store, StoreConfig, StoreError};
+use std::sync::Arc;
+use tempfile::TempDir;
+
+/// A backend under test, with whatever it needs kept alive.
+struct Backend {
+    name: &'static str,
+    store: Store,
+    _dir: TempDir,
+}
+
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        inline_max: 1024,
+        readers: 4,
+    };
+    let store = Store::open_embedded(dir.path(), &config).await.unwrap();
+    vec![Backend {
+        name: "sqlite+files",
+        store,
+        _dir: dir,
+    }]
+}
+
+fn party(id: &str) -> Party {
+    Party {
+        mailbox_id: id.into(),
+        mailbox_name: format!("{id} name"),
+        ..Default::default()
+    }
+}
+
+fn message(id: &str, to: &str, workflow: &str, total: u32) -> Message {
+    let now = Utc::now();
+    let status = if total == 1 {
+        Status::Accepted
+    } else {
+        Status::Uploading
+    };
+    Message {
+        message_id: id.into(),
+        sender: party("SENDER"),
+        recipient: party(to),
+        workflow_id: workflow.into(),
+        message_type: MessageType::Data,
+        total_chunks: total,
+        file_size: 0,
+        metadata: Metadata {
+            local_id: format!("local-{id}"),
+            ..Default::default()
+        },
+        events: vec![Event::new(status, now)],
+        created: now,
+        expires: now + TimeDelta::days(5),
+    }
+}
+
+fn body(data: &[u8]) -> ByteStream {
+    let pieces: Vec<Result<Bytes, StoreError>> = data
+        .chunks(700)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(pieces).boxed()
+}
+
+async fn read_all(store: &Store, id: &str, n: u32) -> Vec<u8> {
+    let rec = store.meta.chunk(id, n).await.unwrap().expect("chunk");
+    let mut s = store.read_chunk(&rec).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(b) = s.next().await {
+        out.extend_from_slice(&b.unwrap());
+    }
+    out
+}
+
+async fn send(store: &Store, m: &Message, data: &[u8]) {
+    let chunk = store
+        .write_chunk(&m.message_id, 1, body(data), u64::MAX)
+        .await
+        .unwrap();
+    store.meta.create_message(m, &chunk).await.unwrap();
+}
+
+#[tokio::test]
+async fn small_chunks_are_inline_and_large_ones_are_blobs() {
+    for b in backends().await {
+        let small = b
+            .store
+            .write_chunk("M", 1, body(&[1; 1024]), u64::MAX)
+            .await
+            .unwrap();
+        assert!(
+            matches!(small.location, ChunkLocation::Inline(_)),
+            "{}",
+            b.name
+        );
+        let large = b
+            .store
+            .write_chunk("M", 1, body(&[2; 5000]), u64::MAX)
+            .await
+            .unwrap();
+        assert!(
+            matches!(large.location, ChunkLocation::Blob(_)),
+            "{}",
+            b.name
+        );
+        assert_eq!(large.size, 5000);
+        let too_big = b.store.write_chunk("M", 1, body(&[3; 5000]), 4999).await;
+        assert!(
+            matches!(too_big, Err(StoreError::TooLarge { limit: 4999 })),
+            "{}",
+            b.name
+        );
+        let too_big_inline = b.store.write_chunk("M", 1, body(&[3; 500]), 499).await;
+        assert!(
+            matches!(too_big_inline, Err(StoreError::TooLarge { .. })),
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_single_chunk_message_is_listed_and_reads_back() {
+    for b in backends().await {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        send(&b.store, &message("A", "BOX", "WF", 1), &data).await;
+        let got = b.store.meta.message("A").await.unwrap().unwrap();
+        assert_eq!(got.status(), Status::Accepted);
+        assert_eq!(read_all(&b.store, "A", 1).await, data, "{}", b.name);
+        let inbox = b.store.meta.inbox("BOX", None, None, 10).await.unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(b.store.meta.inbox_count("BOX").await.unwrap(), 1);
+        assert!(b.store.meta.message("NOPE").await.unwrap().is_none());
+        assert!(b.store.meta.chunk("A", 2).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn inbox_is_oldest_first_filtered_then_paged() {
+    for b in backends().await {
+        for i in 0..10 {
+            let wf = if i % 2 == 0 { "EVEN" } else { "ODD" };
+            send(&b.store, &message(&format!("M{i}"), "BOX", wf, 1), b"x").await;
+        }
+        send(&b.store, &message("OTHER", "ELSEWHERE", "EVEN", 1), b"x").await;
+        let all = b.store.meta.inbox("BOX", None, None, 100).await.unwrap();
+        let ids: Vec<_> = all.iter().map(|e| e.message_id.clone()).collect();
+        assert_eq!(
+            ids,
+            (0..10).map(|i| format!("M{i}")).collect::<Vec<_>>(),
+            "{}",
+            b.name
+        );
+        let even = WorkflowFilter::parse("EVEN").unwrap();
+        let page = b
+            .store
+            .meta
+            .inbox("BOX", None, Some(&even), 3)
+            .await
+            .unwrap();
+        let ids: Vec<_> = page.iter().map(|e| e.message_id.as_str()).collect();
+        assert_eq!(ids, ["M0", "M2", "M4"]);
+        let after = page.last().unwrap().seq;
+        let page = b
+            .store
+            .meta
+            .inbox("BOX", Some(after), Some(&even), 3)
+            .await
+            .unwrap();
+        let ids: Vec<_> = page.iter().map(|e| e.message_id.as_str()).collect();
+        assert_eq!(ids, ["M6", "M8"]);
+        for (f, n) in [
+            ("!EVEN", 5),
+            ("OD*", 5),
+            ("!OD*", 5),
+            ("*VE*", 5),
+            ("!*VE*", 5),
+        ] {
+            let f = WorkflowFilter::parse(f).unwrap();
+            assert_eq!(
+                b.store
+                    .meta
+                    .inbox("BOX", None, Some(&f), 100)
+                    .await
+                    .unwrap()
+                    .len(),
+                n
+            );
+        }
+        let pos = b
+            .store
+            .meta
+            .inbox_position("BOX", "M3")
+            .await
+            .unwrap()
+            .unwrap();
+        let rest = b
+            .store
+            .meta
+            .inbox("BOX", Some(pos), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(rest.first().unwrap().message_id, "M4");
+        assert!(b
+            .store
+            .meta
+            .inbox_position("BOX", "OTHER")
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
+
+#[tokio::test]
+async fn chunked_messages_complete_only_with_every_chunk() {
+    for b in backends().await {
+        let s = &b.store;
+        send(s, &message("C", "BOX", "WF", 3), b"one").await;
+        let now = Utc::now();
+        let put = |n: u32, data: &'static [u8]| async move {
+            let rec = s.write_chunk("C", n, body(data), u64::MAX).await.unwrap();
+            s.meta.put_chunk("C", n, &rec, now).await.unwrap()
+        };
+        assert_eq!(
+            put(3, b"three").await,
+            PutChunkOutcome::Stored {
+                completed: false,
+                replaced: None
+            }
+        );
+        assert_eq!(s.meta.inbox_count("BOX").await.unwrap(), 0);
+        assert_eq!(s.meta.stored_bytes("C").await.unwrap(), 8);
+        assert_eq!(
+            put(2, b"two").await,
+            PutChunkOutcome::Stored {
+                completed: true,
+                replaced: None
+            }
+        );
+        let m = s.meta.message("C").await.unwrap().unwrap();
+        assert_eq!(m.status(), Status::Accepted);
+        assert_eq!(m.file_size, 11);
+        assert_eq!(s.meta.inbox_count("BOX").await.unwrap(), 1);
+        assert_eq!(put(2, b"again").await, PutChunkOutcome::NotUploading);
+        let rec = s.write_chunk("X", 2, body(b"x"), u64::MAX).await.unwrap();
+        assert_eq!(
+            s.meta.put_chunk("X", 2, &rec, now).await.unwrap(),
+            PutChunkOutcome::NoSuchMessage
+        );
+        assert_eq!(read_all(s, "C", 2).await, b"two", "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn replacing_a_blob_chunk_reports_the_old_key() {
+    for b in backends().await {
+        let s = &b.store;
+        send(s, &message("R3", "BOX", "WF", 3), b"one").await;
+        let a = s
+            .write_chunk("R3", 2, body(&[1; 4000]), u64::MAX)
+            .await
+            .unwrap();
+        let ChunkLocation::Blob(a_key) = a.location.clone() else {
+            panic!("a 4000-byte chunk is a blob")
+        };
+        s.meta.put_chunk("R3", 2, &a, Utc::now()).await.unwrap();
+        let again = s
+            .write_chunk("R3", 2, body(&[2; 4000]), u64::MAX)
+            .await
+            .unwrap();
+        let outcome = s.meta.put_chunk("R3", 2, &again, Utc::now()).await.unwrap();
+        assert_eq!(
+            outcome,
+            PutChunkOutcome::Stored {
+                completed: false,
+                replaced: Some(a_key)
+            }
+        );
+        assert_eq!(read_all(s, "R3", 2).await, vec![2; 4000], "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn acknowledge_changes_accepted_messages_only() {
+    for b in backends().await {
+        let s = &b.store;
+        send(s, &message("A", "BOX", "WF", 1), b"x").await;
+        send(s, &message("U", "BOX", "WF", 2), b"x").await;
+        assert!(s.meta.acknowledge("A", Utc::now()).await.unwrap());
+        assert!(!s.meta.acknowledge("A", Utc::now()).await.unwrap());
+        assert!(!s.meta.acknowledge("U", Utc::now()).await.unwrap());
+        assert!(!s.meta.acknowledge("NOPE", Utc::now()).await.unwrap());
+        let m = s.meta.message("A").await.unwrap().unwrap();
+        assert_eq!(m.status(), Status::Acknowledged);
+        assert!(m.acknowledged_at().is_some());
+        assert_eq!(s.meta.inbox_count("BOX").await.unwrap(), 0, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn events_local_ids_and_resets() {
+    for b in backends().await {
+        let s = &b.store;
+        send(s, &message("A", "BOX", "WF", 1), b"x").await;
+        send(s, &message("B", "BOX", "WF", 1), &[5; 3000]).await;
+        let mut undeliverable = Event::new(Status::Undeliverable, Utc::now());
+        undeliverable.code = Some("14".into());
+        assert!(s.meta.add_event("A", &undeliverable).await.unwrap());
+        assert!(!s.meta.add_event("NOPE", &undeliverable).await.unwrap());
+        assert_eq!(s.meta.inbox_count("BOX").await.unwrap(), 1);
+        // Re-opening puts it back at the end of the inbox.
+        assert!(s
+            .meta
+            .add_event("A", &Event::new(Status::Accepted, Utc::now()))
+            .await
+            .unwrap());
+        let ids: Vec<_> = s
+            .meta
+            .inbox("BOX", None, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message_id)
+            .collect();
+        assert_eq!(ids, ["B", "A"], "{}", b.name);
+        assert_eq!(
+            s.meta.by_local_id("SENDER", "local-A").await.unwrap().len(),
+            1
+        );
+        assert!(s
+            .meta
+            .by_local_id("OTHER", "local-A")
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(s.meta.in_outbox("SENDER", "A").await.unwrap());
+        s.meta.reset_mailbox("BOX").await.unwrap();
+        assert_eq!(s.meta.inbox_count("BOX").await.unwrap(), 0);
+        assert!(s.meta.message("A").await.unwrap().is_some());
+        s.meta.reset_mailbox("SENDER").await.unwrap();
+        assert!(!s.meta.in_outbox("SENDER", "A").await.unwrap());
+        s.reset_all().await.unwrap();
+        assert!(s.meta.message("B").await.unwrap().is_none());
+        s.meta.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn concurrent_sends_and_acks_lose_and_duplicate_nothing() {
+    for b in backends().await {
+        let store = Arc::new(b.store.clone());
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let id = format!("T{t}-{i}");
+                    let size = if i % 5 == 0 { 3000 } else { 100 };
+                    send(&store, &message(&id, "BOX", "WF", 1), &vec![t as u8; size]).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let all = store.meta.inbox("BOX", None, None, 1000).await.unwrap();
+        assert_eq!(all.len(), 200, "{}", b.name);
+        let mut seqs: Vec<_> = all.iter().map(|e| e.seq).collect();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 200, "inbox positions are unique");
+        // Two pollers acknowledge the same messages at once: each changes state once.
+        let ids: Vec<String> = all.iter().map(|e| e.message_id.clone()).collect();
+        let (a, c) = (store.clone(), store.clone());
+        let (ids_a, ids_c) = (ids.clone(), ids.clone());
+        let ta = tokio::spawn(async move {
+            let mut n = 0;
+            for id in ids_a {
+                if a.meta.acknowledge(&id, Utc::now()).await.unwrap() {
+                    n += 1;
+                }
+            }
+            n
+        });
+        let tc = tokio::spawn(async move {
+            let mut n = 0;
+            for id in ids_c.iter().rev() {
+                if c.meta.acknowledge(id, Utc::now()).await.unwrap() {
+                    n += 1;
+                }
+            }
+            n
+        });
+        assert_eq!(ta.await.unwrap() + tc.await.unwrap(), 200);
+        assert_eq!(store.meta.inbox_count("BOX").await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_written_but_never_committed_is_invisible() {
+    // The crash window: payload durable, metadata not committed. Nothing must show.
+    for b in backends().await {
+        let s = &b.store;
+        let orphan = s
+            .write_chunk("GHOST", 1, body(&[1; 5000]), u64::MAX)
+            .await
+            .unwrap();
+        assert!(s.meta.message("GHOST").await.unwrap().is_none());
+        assert_eq!(s.meta.inbox_count("BOX").await.unwrap(), 0);
+        s.discard(&orphan).await;
+        assert!(s.read_chunk(&orphan).await.is_err(), "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn data_survives_reopening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    {
+        let s = Store::open_embedded(dir.path(), &config).await.unwrap();
+        send(&s, &message("P", "BOX", "WF", 1), &[4; 300_000]).await;
+    }
+    let s = Store::open_embedded(dir.path(), &config).await.unwrap();
+    assert_eq!(s.meta.inbox_count("BOX").await.unwrap(), 1);
+    assert_eq!(read_all(&s, "P", 1).await, vec![4; 300_000]);
+}
