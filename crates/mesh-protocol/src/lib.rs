@@ -4,6 +4,11 @@
 //! Nothing in this crate does I/O: callers hand in header values, clocks and random
 //! bytes, and get back typed values, errors and JSON views.
 
+// MeshError carries the whole MESH error (status, event, code, description, shape) so it
+// can be rendered in either version; it is only built on the refusal path, so its size
+// does not matter for the hot path.
+#![allow(clippy::result_large_err)]
+
 pub mod auth;
 pub mod error;
 pub mod filter;

@@ -4,6 +4,11 @@
 //! authentication and version negotiation (`state::begin`) → store. Every refusal is a
 //! `MeshError` rendered in one place (`error`), in the caller's API version.
 
+// MeshError carries the whole MESH error (status, event, code, description, shape) so it
+// can be rendered in either version; it is only built on the refusal path, so its size
+// does not matter for the hot path.
+#![allow(clippy::result_large_err)]
+
 pub mod config;
 pub mod directory;
 pub mod error;

@@ -223,7 +223,7 @@ async fn chunked_message_is_invisible_until_every_chunk_arrives() {
     assert!(r.inbox().await.unwrap().is_empty());
     // A retried chunk replaces the earlier upload.
     c.send_chunk(&id, 2, 3, "xxx").await.unwrap();
-    assert_eq!(r.inbox().await.unwrap(), [id.clone()]);
+    assert_eq!(r.inbox().await.unwrap(), std::slice::from_ref(&id));
     let first = r.download_chunk(&id, 1).await.unwrap();
     assert_eq!(first.status, 206);
     assert_eq!(first.range(), Some((1, 3)));
@@ -534,7 +534,7 @@ async fn undelivered_messages_and_reports_behave_as_in_the_sandbox() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(c.inbox().await.unwrap(), [rid.clone()]);
+    assert_eq!(c.inbox().await.unwrap(), std::slice::from_ref(&rid));
     let chunk = c.download_chunk(&rid, 1).await.unwrap();
     assert_eq!(chunk.status, 200);
     assert!(chunk.body.is_empty());

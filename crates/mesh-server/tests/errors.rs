@@ -712,7 +712,10 @@ async fn download_and_ack_errors() {
     assert_eq!(head(&recipient, &uploading).await.unwrap().status(), 410);
     assert_eq!(head(&sender, &uploading).await.unwrap().status(), 200);
     // None of this changed anything: the message is still there, intact.
-    assert_eq!(recipient.inbox().await.unwrap(), [done.clone()]);
+    assert_eq!(
+        recipient.inbox().await.unwrap(),
+        std::slice::from_ref(&done)
+    );
     assert_eq!(recipient.download(&done).await.unwrap(), b"hello");
 }
 
