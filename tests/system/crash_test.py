@@ -500,6 +500,8 @@ def verify(ctx, label):
         to_ack = []
         seen_local = {}
         for mid in dict.fromkeys(listed):
+            if mid in ctx.failed_mids:
+                continue  # counted as a failure on an earlier pass already
             data, hdrs, err = download(ctx, session, mid)
             lower = {k.lower(): v for k, v in hdrs.items()}
             local_id = lower.get("mex-localid")
@@ -509,6 +511,7 @@ def verify(ctx, label):
             if att is None and data is not None:
                 att = by_sha.get(hashlib.sha256(data).hexdigest())
             if err is not None:
+                ctx.failed_mids.add(mid)
                 f["partial_visible"] += 1
                 who = f"{att.local_id} (client state {att.state})" if att else "unknown message"
                 totals.problem("partial_visible", f"listed {mid} [{who}] does not download "
@@ -518,6 +521,7 @@ def verify(ctx, label):
                 continue
             digest = hashlib.sha256(data).hexdigest()
             if att is None:
+                ctx.failed_mids.add(mid)
                 f["corrupt"] += 1
                 totals.problem("corrupt", f"listed {mid} (mex-localid {local_id!r}, "
                                           f"{len(data)} bytes) matches nothing the client sent")
@@ -536,6 +540,7 @@ def verify(ctx, label):
                 continue
             seen_local[att.local_id] = mid
             if digest != att.sha256 or len(data) != att.size:
+                ctx.failed_mids.add(mid)
                 f["corrupt"] += 1
                 att.failed_check = True
                 totals.problem("corrupt", f"{mid} [{att.local_id}, client state {att.state}] "
@@ -714,6 +719,7 @@ def main():
     ctx.book = Book()
     ctx.totals = Totals()
     ctx.protocol_warnings = set()
+    ctx.failed_mids = set()
     ctx.run_id = uuid.uuid4().hex[:8]
     rng = random.Random(args.seed)
 
@@ -748,13 +754,15 @@ def main():
             ctx.server.wait_ready(args.ready_timeout)
             log(f"[{label}] server pid {ctx.server.proc.pid} on port {port} "
                 f"ready in {time.monotonic() - t0:.2f} s")
+            if cycle > 1:
+                label += f" (traffic of cycle {cycle - 1})"
             verify(ctx, label)
             traffic(ctx, cycle, rng)
         t0 = time.monotonic()
         ctx.server.start("final")
         ctx.server.wait_ready(args.ready_timeout)
         log(f"[final] server pid {ctx.server.proc.pid} ready in {time.monotonic() - t0:.2f} s")
-        verify(ctx, "final")
+        verify(ctx, f"final (traffic of cycle {args.cycles})")
         if not ctx.server.alive():
             raise HarnessError("server died during the final verification")
     except HarnessError as e:
@@ -789,9 +797,7 @@ def main():
         if harness_error:
             warn(f"crash_test: ERROR: {harness_error}")
         if failed_checks:
-            warn(f"crash_test: FAILED: {failed_checks}")
-            for p in t.problems[:20]:
-                warn(f"  {p}")
+            warn(f"crash_test: FAILED: {failed_checks} (details in the PROBLEM lines above)")
         warn(f"--- server stderr (tail of {ctx.server.stderr_path}) ---")
         warn(ctx.server.stderr_tail())
         warn(f"crash_test: data dir and server logs kept in {tmp}")

@@ -125,6 +125,10 @@ pub fn router(state: AppState) -> Router {
     r = r.route(&format!("{mx}/mailbox/{{mailbox}}"), get(admin::mailbox));
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            state::release_retried_tokens,
+        ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::new())

@@ -78,6 +78,18 @@ impl ReplayGuard {
         true
     }
 
+    /// Releases a use recorded by [`Self::first_use`]. Called when the server answered the
+    /// request with a retryable failure (5xx, 429): the official client retries those
+    /// with the very same token, and that retry must not be taken for a replay.
+    pub fn forget(&self, mailbox: &str, nonce: &str, count: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = entries.get_mut(&(mailbox.to_string(), nonce.to_string())) {
+            if count <= state.max && state.max - count < WINDOW_BITS {
+                state.seen &= !(1u128 << (state.max - count));
+            }
+        }
+    }
+
     fn maybe_prune(&self, now: Instant) {
         {
             let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
@@ -122,5 +134,14 @@ mod tests {
         assert!(g.first_use("A", "n", 1000));
         assert!(!g.first_use("A", "n", 3));
         assert_eq!(g.len(), 3);
+    }
+
+    #[test]
+    fn a_forgotten_use_can_be_retried_once() {
+        let g = ReplayGuard::new(Duration::from_secs(60));
+        assert!(g.first_use("A", "n", 5));
+        g.forget("A", "n", 5);
+        assert!(g.first_use("A", "n", 5));
+        assert!(!g.first_use("A", "n", 5));
     }
 }

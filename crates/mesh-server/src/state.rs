@@ -133,6 +133,29 @@ impl AppState {
     }
 }
 
+/// Gives a token back when the answer tells the client to retry (5xx, 425, 429): the
+/// official client repeats such requests with the identical token (nonce and count).
+pub async fn release_retried_tokens(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let auth = header_text(request.headers(), "authorization");
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    if state.config().replay_check && (status >= 500 || status == 425 || status == 429) {
+        if let Some(auth) = auth {
+            let value = auth.trim();
+            let rest = value.get(8..).unwrap_or_default();
+            let parts: Vec<&str> = rest.split(':').collect();
+            if let (5, Ok(count)) = (parts.len(), parts[2].parse::<u64>()) {
+                state.inner.replay.forget(parts[0], parts[1], count);
+            }
+        }
+    }
+    response
+}
+
 /// A header as text; bytes that are not UTF-8 are replaced rather than refused, because
 /// MESH accepts non-ASCII subjects (API.md 4.1).
 pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
