@@ -31,3 +31,4 @@ CREATE TABLE chunks (
     data        BLOB,
     PRIMARY KEY (message_id, chunk_no)
 );
+CREATE INDEX chunks_blob_key ON chunks (blob_key) WHERE blob_key IS NOT NULL;

@@ -22,6 +22,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, key: &str, prefix: Bytes, rest: ByteStream) -> Result<u64>;
     async fn get(&self, key: &str) -> Result<ByteStream>;
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Every stored key (for garbage collection of blobs whose metadata never committed).
+    async fn list(&self) -> Result<Vec<String>>;
 }
 
 /// Chunks as files under a directory, written through `object_store`'s local backend
@@ -36,9 +38,12 @@ pub struct LocalBlobStore {
 const PART_SIZE: usize = 1024 * 1024;
 
 impl LocalBlobStore {
+    /// Opens the store, removing staging files that a crash left half-written: they were
+    /// never renamed into place, so nothing can refer to them.
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
+        remove_staging_files(&root)?;
         Ok(LocalBlobStore {
             store: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
             root,
@@ -95,6 +100,15 @@ impl BlobStore for LocalBlobStore {
             .boxed())
     }
 
+    async fn list(&self) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut listing = self.store.list(None);
+        while let Some(meta) = listing.next().await {
+            keys.push(meta?.location.to_string());
+        }
+        Ok(keys)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
         match self.store.delete(&location).await {
@@ -102,6 +116,20 @@ impl BlobStore for LocalBlobStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+fn remove_staging_files(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            remove_staging_files(&path)?;
+        } else if entry.file_name().to_string_lossy().contains('#') {
+            tracing::info!(path = %path.display(), "removing an unfinished upload");
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// fsync the file, then every directory from its parent up to the store root, so the

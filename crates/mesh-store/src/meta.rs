@@ -104,6 +104,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Empties a mailbox's inbox and outbox lists; messages stay addressable by id.
     async fn reset_mailbox(&self, mailbox: &str) -> Result<()>;
 
+    /// True when some chunk record points at this blob key (garbage collection).
+    async fn blob_referenced(&self, key: &str) -> Result<bool>;
+
     /// Succeeds when the store answers queries (readiness).
     async fn ping(&self) -> Result<()>;
 }

@@ -395,6 +395,14 @@ impl MetaStore for SqliteMetaStore {
         Ok(())
     }
 
+    async fn blob_referenced(&self, key: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM chunks WHERE blob_key = ? LIMIT 1")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())

@@ -128,6 +128,20 @@ impl Store {
         }
     }
 
+    /// Deletes payloads that no chunk record refers to: the leftovers of a crash between
+    /// writing a payload and committing its metadata, or of a failed delete. Safe only when
+    /// no upload is in flight, so the server runs it at start, before it listens.
+    pub async fn collect_garbage(&self) -> Result<usize> {
+        let mut removed = 0;
+        for key in self.blobs.list().await? {
+            if !self.meta.blob_referenced(&key).await? {
+                self.blobs.delete(&key).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Deletes every message and its payload (sandbox reset).
     pub async fn reset_all(&self) -> Result<()> {
         for key in self.meta.reset_all().await? {

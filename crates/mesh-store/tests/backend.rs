@@ -416,8 +416,10 @@ async fn a_chunk_written_but_never_committed_is_invisible() {
             .unwrap();
         assert!(s.meta.message("GHOST").await.unwrap().is_none());
         assert_eq!(s.meta.inbox_count("BOX").await.unwrap(), 0);
-        s.discard(&orphan).await;
+        send(s, &message("KEPT", "BOX", "WF", 1), &[2; 5000]).await;
+        assert_eq!(s.collect_garbage().await.unwrap(), 1, "{}", b.name);
         assert!(s.read_chunk(&orphan).await.is_err(), "{}", b.name);
+        assert_eq!(read_all(s, "KEPT", 1).await, vec![2; 5000]);
     }
 }
 

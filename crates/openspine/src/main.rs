@@ -142,6 +142,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open_embedded(&args.data_dir, &store_config)
         .await
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    match store.collect_garbage().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed payloads left unreferenced by a crash"),
+        Err(e) => tracing::warn!(error = %e, "payload garbage collection failed"),
+    }
     let state = AppState::new(config, store, source).context("loading mailboxes and workflows")?;
     let directory = state.directory();
     if directory.mailbox_count() == 0 {
