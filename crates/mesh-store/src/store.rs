@@ -81,7 +81,7 @@ impl Store {
             });
         };
         let key = format!(
-            "chunks/{message_id}/{number}-{}",
+            "{message_id}/{number}-{}",
             uuid::Uuid::new_v4().simple()
         );
         let mut seen = prefix.len() as u64;
