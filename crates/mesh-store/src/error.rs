@@ -13,6 +13,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
+    /// A group commit failed; every write in the batch failed with it.
+    #[error("commit: {0}")]
+    Commit(String),
     /// The request body failed while it was being read (client went away, timeout).
     #[error("request body: {0}")]
     Body(String),

@@ -8,12 +8,13 @@
 
 mod blob;
 mod error;
+mod group;
 mod meta;
 mod sqlite;
 mod store;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore};
 pub use error::StoreError;
-pub use meta::{ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+pub use meta::{AckOutcome, ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
 pub use sqlite::SqliteMetaStore;
 pub use store::{Store, StoreConfig};

@@ -44,6 +44,18 @@ pub enum PutChunkOutcome {
     NoSuchMessage,
 }
 
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    NoSuchMessage,
+    /// The caller is not the message's recipient.
+    NotRecipient,
+    /// `accepted` → `acknowledged`.
+    Acknowledged,
+    /// Any other status: left alone (acknowledging is idempotent).
+    Unchanged,
+}
+
 /// Message metadata. Implementations make every method atomic and durable on return:
 /// a crash after `Ok` keeps the change, a crash before it leaves no trace of it.
 #[async_trait]
@@ -69,6 +81,13 @@ pub trait MetaStore: Send + Sync + 'static {
 
     async fn chunk(&self, message_id: &str, number: u32) -> Result<Option<ChunkRecord>>;
 
+    /// A message and one of its chunks in one query: a download needs both.
+    async fn message_with_chunk(
+        &self,
+        message_id: &str,
+        number: u32,
+    ) -> Result<Option<(Message, Option<ChunkRecord>)>>;
+
     /// Accepted messages in `mailbox`'s inbox, oldest first, after position `after`,
     /// filtered before the limit is applied (API.md 3.2).
     async fn inbox(
@@ -84,9 +103,14 @@ pub trait MetaStore: Send + Sync + 'static {
 
     async fn inbox_count(&self, mailbox: &str) -> Result<u64>;
 
-    /// Moves an `accepted` message to `acknowledged`; any other status is left alone.
-    /// Returns true when the status changed.
-    async fn acknowledge(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool>;
+    /// Moves an `accepted` message to `acknowledged` when `recipient` is its recipient; any
+    /// other status is left alone. Checking the recipient inside the write saves a read.
+    async fn acknowledge(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AckOutcome>;
 
     /// Messages sent by `sender` (and still in its outbox) with this local id.
     async fn by_local_id(&self, sender: &str, local_id: &str) -> Result<Vec<Message>>;

@@ -1,12 +1,14 @@
 //! The embedded metadata store: SQLite through sqlx, in WAL mode with `synchronous=FULL`
 //! so that a commit is on disk when it returns.
 //!
-//! Writes go through a pool of one connection: SQLite has one writer at a time anyway,
-//! and queueing in the pool is cheaper and fairer than retrying on `SQLITE_BUSY`. Reads
-//! use their own pool and, thanks to WAL, never wait for the writer.
+//! Writes go to one connection owned by the group-commit writer (`group.rs`): SQLite has
+//! one writer at a time anyway, and batching concurrent writes into one transaction turns
+//! N fsyncs into one. Reads use their own pool and, thanks to WAL, never wait for the
+//! writer and only ever see committed data.
 
 use crate::error::{Result, StoreError};
-use crate::meta::{ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use crate::group::{Job, Reply, Writer};
+use crate::meta::{AckOutcome, ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -16,12 +18,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::path::Path;
 use std::time::Duration;
 
 pub struct SqliteMetaStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
 }
 
@@ -35,13 +37,9 @@ impl SqliteMetaStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations").run(&writer).await?;
+        let mut conn = options.connect().await?;
+        sqlx::migrate!("./migrations").run(&mut conn).await?;
+        let writer = Writer::start(conn);
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .acquire_timeout(Duration::from_secs(30))
@@ -52,7 +50,6 @@ impl SqliteMetaStore {
 
     pub async fn close(&self) {
         self.reader.close().await;
-        self.writer.close().await;
     }
 }
 
@@ -65,6 +62,25 @@ fn decode(row: &SqliteRow) -> Result<Message> {
     serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// A chunk from a row with `size`, `blob_key`, `data` (all NULL when a join found none).
+fn chunk_from_row(row: &SqliteRow) -> Result<Option<ChunkRecord>> {
+    let Some(size) = row.try_get::<Option<i64>, _>("size")? else {
+        return Ok(None);
+    };
+    let key: Option<String> = row.try_get("blob_key")?;
+    let location = match key {
+        Some(k) => ChunkLocation::Blob(k),
+        None => {
+            let data: Option<Vec<u8>> = row.try_get("data")?;
+            ChunkLocation::Inline(Bytes::from(data.unwrap_or_default()))
+        }
+    };
+    Ok(Some(ChunkRecord {
+        size: size as u64,
+        location,
+    }))
+}
+
 fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>) {
     match &chunk.location {
         ChunkLocation::Inline(b) => (None, Some(b.as_ref())),
@@ -72,22 +88,22 @@ fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>) {
     }
 }
 
-async fn next_seq(tx: &mut Transaction<'_, Sqlite>) -> Result<i64> {
+async fn next_seq(tx: &mut SqliteConnection) -> Result<i64> {
     let row = sqlx::query("SELECT COALESCE(MAX(inbox_seq), 0) + 1 AS seq FROM messages")
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await?;
     Ok(row.try_get("seq")?)
 }
 
-async fn load_for_update(tx: &mut Transaction<'_, Sqlite>, id: &str) -> Result<Option<Message>> {
+async fn load_for_update(tx: &mut SqliteConnection, id: &str) -> Result<Option<Message>> {
     let row = sqlx::query("SELECT record FROM messages WHERE id = ?")
         .bind(id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
     row.as_ref().map(decode).transpose()
 }
 
-async fn save(tx: &mut Transaction<'_, Sqlite>, message: &Message, seq: Option<i64>) -> Result<()> {
+async fn save(tx: &mut SqliteConnection, message: &Message, seq: Option<i64>) -> Result<()> {
     let mut q = QueryBuilder::<Sqlite>::new("UPDATE messages SET status = ");
     q.push_bind(message.status().as_str())
         .push(", record = ")
@@ -96,50 +112,199 @@ async fn save(tx: &mut Transaction<'_, Sqlite>, message: &Message, seq: Option<i
         q.push(", inbox_seq = ").push_bind(seq);
     }
     q.push(" WHERE id = ").push_bind(&message.message_id);
-    q.build().execute(&mut **tx).await?;
+    q.build().execute(&mut *tx).await?;
     Ok(())
+}
+
+async fn w_create_message(
+    tx: &mut SqliteConnection,
+    message: &Message,
+    first: &ChunkRecord,
+) -> Result<()> {
+    let seq = if message.status() == Status::Accepted {
+        Some(next_seq(tx).await?)
+    } else {
+        None
+    };
+    sqlx::query(
+        "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, local_id, status, \
+         total_chunks, inbox_seq, created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&message.message_id)
+    .bind(&message.sender.mailbox_id)
+    .bind(&message.recipient.mailbox_id)
+    .bind(&message.workflow_id)
+    .bind(&message.metadata.local_id)
+    .bind(message.status().as_str())
+    .bind(message.total_chunks as i64)
+    .bind(seq)
+    .bind(message.created.to_rfc3339())
+    .bind(encode(message)?)
+    .execute(&mut *tx)
+    .await?;
+    if message.total_chunks > 0 {
+        let (key, data) = chunk_columns(first);
+        sqlx::query(
+            "INSERT INTO chunks (message_id, chunk_no, size, blob_key, data) \
+             VALUES (?, 1, ?, ?, ?)",
+        )
+        .bind(&message.message_id)
+        .bind(first.size as i64)
+        .bind(key)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn w_put_chunk(
+    tx: &mut SqliteConnection,
+    message_id: &str,
+    number: u32,
+    chunk: &ChunkRecord,
+    now: DateTime<Utc>,
+) -> Result<PutChunkOutcome> {
+    let Some(mut message) = load_for_update(tx, message_id).await? else {
+        return Ok(PutChunkOutcome::NoSuchMessage);
+    };
+    if message.status() != Status::Uploading {
+        return Ok(PutChunkOutcome::NotUploading);
+    }
+    let old = sqlx::query("SELECT blob_key FROM chunks WHERE message_id = ? AND chunk_no = ?")
+        .bind(message_id)
+        .bind(number as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let replaced: Option<String> = match old {
+        Some(row) => row.try_get("blob_key")?,
+        None => None,
+    };
+    let (key, data) = chunk_columns(chunk);
+    sqlx::query(
+        "INSERT OR REPLACE INTO chunks (message_id, chunk_no, size, blob_key, data) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(message_id)
+    .bind(number as i64)
+    .bind(chunk.size as i64)
+    .bind(key)
+    .bind(data)
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM chunks WHERE message_id = ?",
+    )
+    .bind(message_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let stored: i64 = row.try_get("n")?;
+    let completed = stored >= message.total_chunks as i64;
+    if completed {
+        let bytes: i64 = row.try_get("bytes")?;
+        message.file_size = bytes as u64;
+        message.events.insert(0, Event::new(Status::Accepted, now));
+        let seq = next_seq(tx).await?;
+        save(tx, &message, Some(seq)).await?;
+    }
+    Ok(PutChunkOutcome::Stored {
+        completed,
+        replaced: replaced.filter(|k| Some(k.as_str()) != key),
+    })
+}
+
+async fn w_acknowledge(
+    tx: &mut SqliteConnection,
+    message_id: &str,
+    recipient: &str,
+    now: DateTime<Utc>,
+) -> Result<AckOutcome> {
+    let Some(mut message) = load_for_update(tx, message_id).await? else {
+        return Ok(AckOutcome::NoSuchMessage);
+    };
+    if message.recipient.mailbox_id != recipient {
+        return Ok(AckOutcome::NotRecipient);
+    }
+    if message.status() != Status::Accepted {
+        return Ok(AckOutcome::Unchanged);
+    }
+    message
+        .events
+        .insert(0, Event::new(Status::Acknowledged, now));
+    save(tx, &message, None).await?;
+    Ok(AckOutcome::Acknowledged)
+}
+
+async fn w_add_event(tx: &mut SqliteConnection, message_id: &str, event: &Event) -> Result<bool> {
+    let Some(mut message) = load_for_update(tx, message_id).await? else {
+        return Ok(false);
+    };
+    message.events.insert(0, event.clone());
+    let seq = if event.status == Status::Accepted {
+        Some(next_seq(tx).await?)
+    } else {
+        None
+    };
+    save(tx, &message, seq).await?;
+    Ok(true)
+}
+
+async fn w_reset_all(tx: &mut SqliteConnection) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT blob_key FROM chunks WHERE blob_key IS NOT NULL")
+        .fetch_all(&mut *tx)
+        .await?;
+    let keys = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("blob_key"))
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query("DELETE FROM chunks").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM messages")
+        .execute(&mut *tx)
+        .await?;
+    Ok(keys)
+}
+
+async fn w_reset_mailbox(tx: &mut SqliteConnection, mailbox: &str) -> Result<()> {
+    sqlx::query("UPDATE messages SET in_inbox = 0 WHERE recipient_id = ?")
+        .bind(mailbox)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE messages SET in_outbox = 0 WHERE sender_id = ?")
+        .bind(mailbox)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Wraps a write as a group-commit job. The closure owns its inputs: it runs later, on the
+/// writer task.
+fn job<F>(f: F) -> Job
+where
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<Reply>>
+        + Send
+        + 'static,
+{
+    Box::new(f)
+}
+
+fn unexpected(reply: Reply) -> StoreError {
+    StoreError::Corrupt(format!("writer answered {reply:?}"))
 }
 
 #[async_trait]
 impl MetaStore for SqliteMetaStore {
     async fn create_message(&self, message: &Message, first: &ChunkRecord) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        let seq = if message.status() == Status::Accepted {
-            Some(next_seq(&mut tx).await?)
-        } else {
-            None
-        };
-        sqlx::query(
-            "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, local_id, status, \
-             total_chunks, inbox_seq, created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&message.message_id)
-        .bind(&message.sender.mailbox_id)
-        .bind(&message.recipient.mailbox_id)
-        .bind(&message.workflow_id)
-        .bind(&message.metadata.local_id)
-        .bind(message.status().as_str())
-        .bind(message.total_chunks as i64)
-        .bind(seq)
-        .bind(message.created.to_rfc3339())
-        .bind(encode(message)?)
-        .execute(&mut *tx)
-        .await?;
-        if message.total_chunks > 0 {
-            let (key, data) = chunk_columns(first);
-            sqlx::query(
-                "INSERT INTO chunks (message_id, chunk_no, size, blob_key, data) \
-                 VALUES (?, 1, ?, ?, ?)",
-            )
-            .bind(&message.message_id)
-            .bind(first.size as i64)
-            .bind(key)
-            .bind(data)
-            .execute(&mut *tx)
-            .await?;
+        let (message, first) = (message.clone(), first.clone());
+        let j = job(move |tx| {
+            Box::pin(async move {
+                w_create_message(tx, &message, &first).await?;
+                Ok(Reply::Done)
+            })
+        });
+        match self.writer.write(j).await? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
         }
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn put_chunk(
@@ -149,54 +314,65 @@ impl MetaStore for SqliteMetaStore {
         chunk: &ChunkRecord,
         now: DateTime<Utc>,
     ) -> Result<PutChunkOutcome> {
-        let mut tx = self.writer.begin().await?;
-        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
-            return Ok(PutChunkOutcome::NoSuchMessage);
-        };
-        if message.status() != Status::Uploading {
-            return Ok(PutChunkOutcome::NotUploading);
+        let (id, chunk) = (message_id.to_string(), chunk.clone());
+        let j = job(move |tx| {
+            Box::pin(
+                async move { Ok(Reply::Put(w_put_chunk(tx, &id, number, &chunk, now).await?)) },
+            )
+        });
+        match self.writer.write(j).await? {
+            Reply::Put(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
         }
-        let old = sqlx::query("SELECT blob_key FROM chunks WHERE message_id = ? AND chunk_no = ?")
-            .bind(message_id)
-            .bind(number as i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let replaced: Option<String> = match old {
-            Some(row) => row.try_get("blob_key")?,
-            None => None,
-        };
-        let (key, data) = chunk_columns(chunk);
-        sqlx::query(
-            "INSERT OR REPLACE INTO chunks (message_id, chunk_no, size, blob_key, data) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(message_id)
-        .bind(number as i64)
-        .bind(chunk.size as i64)
-        .bind(key)
-        .bind(data)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM chunks WHERE message_id = ?",
-        )
-        .bind(message_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let stored: i64 = row.try_get("n")?;
-        let completed = stored >= message.total_chunks as i64;
-        if completed {
-            let bytes: i64 = row.try_get("bytes")?;
-            message.file_size = bytes as u64;
-            message.events.insert(0, Event::new(Status::Accepted, now));
-            let seq = next_seq(&mut tx).await?;
-            save(&mut tx, &message, Some(seq)).await?;
+    }
+
+    async fn acknowledge(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AckOutcome> {
+        let (id, recipient) = (message_id.to_string(), recipient.to_string());
+        let j = job(move |tx| {
+            Box::pin(async move { Ok(Reply::Ack(w_acknowledge(tx, &id, &recipient, now).await?)) })
+        });
+        match self.writer.write(j).await? {
+            Reply::Ack(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
         }
-        tx.commit().await?;
-        Ok(PutChunkOutcome::Stored {
-            completed,
-            replaced: replaced.filter(|k| Some(k.as_str()) != key),
-        })
+    }
+
+    async fn add_event(&self, message_id: &str, event: &Event) -> Result<bool> {
+        let (id, event) = (message_id.to_string(), event.clone());
+        let j = job(move |tx| {
+            Box::pin(async move { Ok(Reply::Flag(w_add_event(tx, &id, &event).await?)) })
+        });
+        match self.writer.write(j).await? {
+            Reply::Flag(found) => Ok(found),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn reset_all(&self) -> Result<Vec<String>> {
+        let j = job(move |tx| Box::pin(async move { Ok(Reply::Keys(w_reset_all(tx).await?)) }));
+        match self.writer.write(j).await? {
+            Reply::Keys(keys) => Ok(keys),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn reset_mailbox(&self, mailbox: &str) -> Result<()> {
+        let mailbox = mailbox.to_string();
+        let j = job(move |tx| {
+            Box::pin(async move {
+                w_reset_mailbox(tx, &mailbox).await?;
+                Ok(Reply::Done)
+            })
+        });
+        match self.writer.write(j).await? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn message(&self, message_id: &str) -> Result<Option<Message>> {
@@ -225,20 +401,27 @@ impl MetaStore for SqliteMetaStore {
         .bind(number as i64)
         .fetch_optional(&self.reader)
         .await?;
+        row.as_ref()
+            .map(chunk_from_row)
+            .transpose()
+            .map(Option::flatten)
+    }
+
+    async fn message_with_chunk(
+        &self,
+        message_id: &str,
+        number: u32,
+    ) -> Result<Option<(Message, Option<ChunkRecord>)>> {
+        let row = sqlx::query(
+            "SELECT m.record, c.size, c.blob_key, c.data FROM messages m \
+             LEFT JOIN chunks c ON c.message_id = m.id AND c.chunk_no = ? WHERE m.id = ?",
+        )
+        .bind(number as i64)
+        .bind(message_id)
+        .fetch_optional(&self.reader)
+        .await?;
         let Some(row) = row else { return Ok(None) };
-        let size: i64 = row.try_get("size")?;
-        let key: Option<String> = row.try_get("blob_key")?;
-        let location = match key {
-            Some(k) => ChunkLocation::Blob(k),
-            None => {
-                let data: Option<Vec<u8>> = row.try_get("data")?;
-                ChunkLocation::Inline(Bytes::from(data.unwrap_or_default()))
-            }
-        };
-        Ok(Some(ChunkRecord {
-            size: size as u64,
-            location,
-        }))
+        Ok(Some((decode(&row)?, chunk_from_row(&row)?)))
     }
 
     async fn inbox(
@@ -310,22 +493,6 @@ impl MetaStore for SqliteMetaStore {
         Ok(n as u64)
     }
 
-    async fn acknowledge(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
-            return Ok(false);
-        };
-        if message.status() != Status::Accepted {
-            return Ok(false);
-        }
-        message
-            .events
-            .insert(0, Event::new(Status::Acknowledged, now));
-        save(&mut tx, &message, None).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
     async fn by_local_id(&self, sender: &str, local_id: &str) -> Result<Vec<Message>> {
         let rows = sqlx::query(
             "SELECT record FROM messages WHERE sender_id = ? AND local_id = ? AND local_id <> '' \
@@ -346,53 +513,6 @@ impl MetaStore for SqliteMetaStore {
                 .fetch_optional(&self.reader)
                 .await?;
         Ok(row.is_some())
-    }
-
-    async fn add_event(&self, message_id: &str, event: &Event) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
-            return Ok(false);
-        };
-        message.events.insert(0, event.clone());
-        let seq = if event.status == Status::Accepted {
-            Some(next_seq(&mut tx).await?)
-        } else {
-            None
-        };
-        save(&mut tx, &message, seq).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn reset_all(&self) -> Result<Vec<String>> {
-        let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query("SELECT blob_key FROM chunks WHERE blob_key IS NOT NULL")
-            .fetch_all(&mut *tx)
-            .await?;
-        let keys = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>("blob_key"))
-            .collect::<Result<Vec<_>, _>>()?;
-        sqlx::query("DELETE FROM chunks").execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM messages")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(keys)
-    }
-
-    async fn reset_mailbox(&self, mailbox: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE messages SET in_inbox = 0 WHERE recipient_id = ?")
-            .bind(mailbox)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE messages SET in_outbox = 0 WHERE sender_id = ?")
-            .bind(mailbox)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn blob_referenced(&self, key: &str) -> Result<bool> {

@@ -80,10 +80,7 @@ impl Store {
                 location: ChunkLocation::Inline(head.freeze()),
             });
         };
-        let key = format!(
-            "{message_id}/{number}-{}",
-            uuid::Uuid::new_v4().simple()
-        );
+        let key = format!("{message_id}/{number}-{}", uuid::Uuid::new_v4().simple());
         let mut seen = prefix.len() as u64;
         let rest = body
             .map(move |piece| {

@@ -6,7 +6,9 @@ use bytes::Bytes;
 use chrono::{TimeDelta, Utc};
 use futures::StreamExt;
 use mesh_protocol::{Event, Message, MessageType, Metadata, Party, Status, WorkflowFilter};
-use mesh_store::{ByteStream, ChunkLocation, PutChunkOutcome, Store, StoreConfig, StoreError};
+use mesh_store::{
+    AckOutcome, ByteStream, ChunkLocation, PutChunkOutcome, Store, StoreConfig, StoreError,
+};
 use std::sync::Arc;
 use tempfile::TempDir;
 
@@ -296,10 +298,20 @@ async fn acknowledge_changes_accepted_messages_only() {
         let s = &b.store;
         send(s, &message("A", "BOX", "WF", 1), b"x").await;
         send(s, &message("U", "BOX", "WF", 2), b"x").await;
-        assert!(s.meta.acknowledge("A", Utc::now()).await.unwrap());
-        assert!(!s.meta.acknowledge("A", Utc::now()).await.unwrap());
-        assert!(!s.meta.acknowledge("U", Utc::now()).await.unwrap());
-        assert!(!s.meta.acknowledge("NOPE", Utc::now()).await.unwrap());
+        let ack = |id: &'static str, who: &'static str| s.meta.acknowledge(id, who, Utc::now());
+        assert_eq!(
+            ack("A", "ELSEWHERE").await.unwrap(),
+            AckOutcome::NotRecipient
+        );
+        assert_eq!(
+            s.meta.inbox_count("BOX").await.unwrap(),
+            1,
+            "a refused ack changes nothing"
+        );
+        assert_eq!(ack("A", "BOX").await.unwrap(), AckOutcome::Acknowledged);
+        assert_eq!(ack("A", "BOX").await.unwrap(), AckOutcome::Unchanged);
+        assert_eq!(ack("U", "BOX").await.unwrap(), AckOutcome::Unchanged);
+        assert_eq!(ack("NOPE", "BOX").await.unwrap(), AckOutcome::NoSuchMessage);
         let m = s.meta.message("A").await.unwrap().unwrap();
         assert_eq!(m.status(), Status::Acknowledged);
         assert!(m.acknowledged_at().is_some());
@@ -385,7 +397,9 @@ async fn concurrent_sends_and_acks_lose_and_duplicate_nothing() {
         let ta = tokio::spawn(async move {
             let mut n = 0;
             for id in ids_a {
-                if a.meta.acknowledge(&id, Utc::now()).await.unwrap() {
+                if a.meta.acknowledge(&id, "BOX", Utc::now()).await.unwrap()
+                    == AckOutcome::Acknowledged
+                {
                     n += 1;
                 }
             }
@@ -394,7 +408,9 @@ async fn concurrent_sends_and_acks_lose_and_duplicate_nothing() {
         let tc = tokio::spawn(async move {
             let mut n = 0;
             for id in ids_c.iter().rev() {
-                if c.meta.acknowledge(id, Utc::now()).await.unwrap() {
+                if c.meta.acknowledge(id, "BOX", Utc::now()).await.unwrap()
+                    == AckOutcome::Acknowledged
+                {
                     n += 1;
                 }
             }

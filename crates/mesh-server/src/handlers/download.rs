@@ -90,9 +90,16 @@ async fn download(
                 "Input should be an integer greater than or equal to 1",
             ))
         })?;
-    let message = find(&state, &message_id, version)
-        .await?
-        .ok_or_else(|| err(MeshError::message_does_not_exist()))?;
+    let found = match mesh_protocol::ids::plausible(&message_id) {
+        true => state
+            .store()
+            .meta
+            .message_with_chunk(&message_id, number)
+            .await
+            .map_err(|e| store_error(e, version))?,
+        false => None,
+    };
+    let (message, record) = found.ok_or_else(|| err(MeshError::message_does_not_exist()))?;
     if message.recipient.mailbox_id != mailbox {
         return Err(err(MeshError::forbidden()));
     }
@@ -108,12 +115,7 @@ async fn download(
         return Err(err(MeshError::message_does_not_exist()));
     }
     let store = state.store();
-    let record = store
-        .meta
-        .chunk(&message_id, number)
-        .await
-        .map_err(|e| store_error(e, version))?
-        .ok_or_else(|| err(MeshError::message_does_not_exist()))?;
+    let record = record.ok_or_else(|| err(MeshError::message_does_not_exist()))?;
     let stream = store
         .read_chunk(&record)
         .await

@@ -9,6 +9,7 @@ use axum::response::Response;
 use base64::Engine;
 use chrono::Utc;
 use mesh_protocol::{ApiVersion, MeshError, WorkflowFilter};
+use mesh_store::AckOutcome;
 use serde_json::json;
 
 /// `POST|GET /messageexchange/{mailbox}`: validates credentials and connectivity.
@@ -180,10 +181,15 @@ pub async fn list(
         ));
         links["next"] = json!(with(&next));
     }
-    let approx = meta
-        .inbox_count(&mailbox)
-        .await
-        .map_err(|e| store_error(e, version))?;
+    // The unfiltered count is the page itself when the page is the whole inbox; only a
+    // filtered, resumed or partial listing needs the count query.
+    let approx = if filter.is_none() && after.is_none() && !more {
+        page.len() as u64
+    } else {
+        meta.inbox_count(&mailbox)
+            .await
+            .map_err(|e| store_error(e, version))?
+    };
     Ok(json(
         StatusCode::OK,
         version,
@@ -226,24 +232,22 @@ pub async fn acknowledge(
     let message_id = upper(&message_id);
     let (_, version) = begin(&state, &headers, &mailbox)?;
     let err = |e| ApiError::new(e, version);
-    let meta = &state.store().meta;
-    let message = match mesh_protocol::ids::plausible(&message_id) {
-        true => meta
-            .message(&message_id)
+    let outcome = match mesh_protocol::ids::plausible(&message_id) {
+        true => state
+            .store()
+            .meta
+            .acknowledge(&message_id, &mailbox, Utc::now())
             .await
             .map_err(|e| store_error(e, version))?,
-        false => None,
-    }
-    .ok_or_else(|| err(MeshError::message_does_not_exist()))?;
-    if message.recipient.mailbox_id != mailbox {
-        return Err(err(MeshError::forbidden()));
-    }
-    if meta
-        .acknowledge(&message_id, Utc::now())
-        .await
-        .map_err(|e| store_error(e, version))?
-    {
-        metrics::counter!("mesh_messages_acknowledged_total").increment(1);
+        false => AckOutcome::NoSuchMessage,
+    };
+    match outcome {
+        AckOutcome::NoSuchMessage => return Err(err(MeshError::message_does_not_exist())),
+        AckOutcome::NotRecipient => return Err(err(MeshError::forbidden())),
+        AckOutcome::Acknowledged => {
+            metrics::counter!("mesh_messages_acknowledged_total").increment(1)
+        }
+        AckOutcome::Unchanged => {}
     }
     Ok(match version {
         ApiVersion::V1 => json(StatusCode::OK, version, &json!({"messageId": message_id})),
