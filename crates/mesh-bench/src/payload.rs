@@ -7,14 +7,23 @@ pub fn generate(worker: u32, seq: u64, size: usize) -> Vec<u8> {
     let header = format!("MESHBENCH:{worker}:{seq}:{size};");
     let mut out = Vec::with_capacity(size.max(header.len()));
     out.extend_from_slice(header.as_bytes());
-    let mut state = seed(worker, seq);
-    while out.len() < size {
+    fill(&mut out, seed(worker, seq), size);
+    out
+}
+
+/// Appends xorshift output until `out` is `size` bytes long, a word at a time (the
+/// benchmark shares the machine with the server, so its own work must be cheap).
+fn fill(out: &mut Vec<u8>, mut state: u64, size: usize) {
+    let start = out.len();
+    if size <= start {
+        return;
+    }
+    out.resize(size, 0);
+    for word in out[start..].chunks_mut(8) {
         state = xorshift(state);
         let bytes = state.to_le_bytes();
-        let take = (size - out.len()).min(8);
-        out.extend_from_slice(&bytes[..take]);
+        word.copy_from_slice(&bytes[..word.len()]);
     }
-    out
 }
 
 /// True when `data` is exactly what [`generate`] made for the identity in its header.
@@ -52,12 +61,7 @@ fn xorshift(mut x: u64) -> u64 {
 /// holding the data.
 pub fn block(stream_id: u64, index: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
-    let mut state = xorshift(seed(0, stream_id ^ (index << 20)) | 1);
-    while out.len() < len {
-        state = xorshift(state);
-        let take = (len - out.len()).min(8);
-        out.extend_from_slice(&state.to_le_bytes()[..take]);
-    }
+    fill(&mut out, xorshift(seed(0, stream_id ^ (index << 20)) | 1), len);
     out
 }
 

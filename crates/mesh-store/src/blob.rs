@@ -2,14 +2,17 @@
 
 use crate::error::{Result, StoreError};
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{GetResultPayload, ObjectStore, PutPayload, WriteMultipart};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
+use tokio_util::io::ReaderStream;
 
 /// A stream of payload bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -32,10 +35,16 @@ pub trait BlobStore: Send + Sync + 'static {
 pub struct LocalBlobStore {
     store: Arc<LocalFileSystem>,
     root: PathBuf,
+    /// Directories whose own entry is already durable: a new file in one of them needs
+    /// only the file and that directory synced, not the whole path up to the root.
+    durable_dirs: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 /// Size of the parts handed to the multipart writer: bounds the memory one upload holds.
 const PART_SIZE: usize = 1024 * 1024;
+
+/// Size of the reads a download streams a payload file in.
+const READ_BLOCK: usize = 256 * 1024;
 
 impl LocalBlobStore {
     /// Opens the store, removing staging files that a crash left half-written: they were
@@ -47,7 +56,20 @@ impl LocalBlobStore {
         Ok(LocalBlobStore {
             store: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
             root,
+            durable_dirs: Arc::default(),
         })
+    }
+
+    /// fsyncs a freshly written file and, unless already known durable, the directories
+    /// above it up to the store root.
+    async fn sync(&self, key: &str) -> Result<()> {
+        let path = self.file_path(key)?;
+        let root = self.root.clone();
+        let known = self.durable_dirs.clone();
+        tokio::task::spawn_blocking(move || sync_file_and_dirs(&path, &root, &known))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        Ok(())
     }
 
     fn file_path(&self, key: &str) -> Result<PathBuf> {
@@ -61,10 +83,31 @@ impl LocalBlobStore {
 impl BlobStore for LocalBlobStore {
     async fn put(&self, key: &str, prefix: Bytes, mut rest: ByteStream) -> Result<u64> {
         let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
+        // A payload that fits in one part is written with a single `put` (one staging file
+        // write and rename); only larger ones pay for the multipart machinery.
+        let mut head = BytesMut::from(prefix.as_ref());
+        let mut more = None;
+        while head.len() <= PART_SIZE {
+            match rest.next().await {
+                Some(Ok(bytes)) => head.extend_from_slice(&bytes),
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+            if head.len() > PART_SIZE {
+                more = Some(());
+            }
+        }
+        let mut total = head.len() as u64;
+        if more.is_none() {
+            self.store
+                .put(&location, PutPayload::from_bytes(head.freeze()))
+                .await?;
+            self.sync(key).await?;
+            return Ok(total);
+        }
         let upload = self.store.put_multipart(&location).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut total = prefix.len() as u64;
-        writer.put(prefix);
+        writer.put(head.freeze());
         let failure = loop {
             match rest.next().await {
                 Some(Ok(bytes)) => {
@@ -83,21 +126,24 @@ impl BlobStore for LocalBlobStore {
             return Err(e);
         }
         writer.finish().await?;
-        let path = self.file_path(key)?;
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || sync_file_and_dirs(&path, &root))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        self.sync(key).await?;
         Ok(total)
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
         let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
         let result = self.store.get(&location).await?;
-        Ok(result
-            .into_stream()
-            .map(|r| r.map_err(StoreError::from))
-            .boxed())
+        // object_store streams a local file in 8 KiB reads, each a blocking-pool hop; reading
+        // it in large blocks ourselves is several times faster and still bounded in memory.
+        match result.payload {
+            GetResultPayload::File(file, _) => {
+                let file = tokio::fs::File::from_std(file);
+                Ok(ReaderStream::with_capacity(file, READ_BLOCK)
+                    .map(|r| r.map_err(StoreError::from))
+                    .boxed())
+            }
+            GetResultPayload::Stream(s) => Ok(s.map(|r| r.map_err(StoreError::from)).boxed()),
+        }
     }
 
     async fn list(&self) -> Result<Vec<String>> {
@@ -132,16 +178,23 @@ fn remove_staging_files(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// fsync the file, then every directory from its parent up to the store root, so the
-/// rename that published it (and any directory it created) is durable too.
-fn sync_file_and_dirs(path: &Path, root: &Path) -> std::io::Result<()> {
+/// fsync the file, then its directory, then each directory above it up to the store root
+/// that is not yet known durable, so the rename that published the file (and any
+/// directory created for it) survives a power loss too.
+fn sync_file_and_dirs(
+    path: &Path,
+    root: &Path,
+    known: &Mutex<HashSet<PathBuf>>,
+) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()?;
     let mut dir = path.parent();
     while let Some(d) = dir {
         std::fs::File::open(d)?.sync_all()?;
-        if d == root {
+        let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+        if d == root || known.contains(d) {
             break;
         }
+        known.insert(d.to_path_buf());
         dir = d.parent();
     }
     Ok(())

@@ -20,11 +20,17 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SqliteMetaStore {
     writer: Writer,
     reader: SqlitePool,
+    /// The last inbox position handed out. Only the writer task assigns positions, so a
+    /// counter seeded from the database at start replaces a `MAX()` query per write; a
+    /// rolled-back write leaves a gap, which ordering does not mind.
+    seq: Arc<AtomicI64>,
 }
 
 impl SqliteMetaStore {
@@ -39,13 +45,21 @@ impl SqliteMetaStore {
             .busy_timeout(Duration::from_secs(10));
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations").run(&mut conn).await?;
+        let last: i64 = sqlx::query("SELECT COALESCE(MAX(inbox_seq), 0) AS seq FROM messages")
+            .fetch_one(&mut conn)
+            .await?
+            .try_get("seq")?;
         let writer = Writer::start(conn);
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteMetaStore { writer, reader })
+        Ok(SqliteMetaStore {
+            writer,
+            reader,
+            seq: Arc::new(AtomicI64::new(last)),
+        })
     }
 
     pub async fn close(&self) {
@@ -88,11 +102,8 @@ fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>) {
     }
 }
 
-async fn next_seq(tx: &mut SqliteConnection) -> Result<i64> {
-    let row = sqlx::query("SELECT COALESCE(MAX(inbox_seq), 0) + 1 AS seq FROM messages")
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok(row.try_get("seq")?)
+fn next_seq(seq: &AtomicI64) -> i64 {
+    seq.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 async fn load_for_update(tx: &mut SqliteConnection, id: &str) -> Result<Option<Message>> {
@@ -118,11 +129,12 @@ async fn save(tx: &mut SqliteConnection, message: &Message, seq: Option<i64>) ->
 
 async fn w_create_message(
     tx: &mut SqliteConnection,
+    counter: &AtomicI64,
     message: &Message,
     first: &ChunkRecord,
 ) -> Result<()> {
     let seq = if message.status() == Status::Accepted {
-        Some(next_seq(tx).await?)
+        Some(next_seq(counter))
     } else {
         None
     };
@@ -160,6 +172,7 @@ async fn w_create_message(
 
 async fn w_put_chunk(
     tx: &mut SqliteConnection,
+    counter: &AtomicI64,
     message_id: &str,
     number: u32,
     chunk: &ChunkRecord,
@@ -204,7 +217,7 @@ async fn w_put_chunk(
         let bytes: i64 = row.try_get("bytes")?;
         message.file_size = bytes as u64;
         message.events.insert(0, Event::new(Status::Accepted, now));
-        let seq = next_seq(tx).await?;
+        let seq = next_seq(counter);
         save(tx, &message, Some(seq)).await?;
     }
     Ok(PutChunkOutcome::Stored {
@@ -235,13 +248,18 @@ async fn w_acknowledge(
     Ok(AckOutcome::Acknowledged)
 }
 
-async fn w_add_event(tx: &mut SqliteConnection, message_id: &str, event: &Event) -> Result<bool> {
+async fn w_add_event(
+    tx: &mut SqliteConnection,
+    counter: &AtomicI64,
+    message_id: &str,
+    event: &Event,
+) -> Result<bool> {
     let Some(mut message) = load_for_update(tx, message_id).await? else {
         return Ok(false);
     };
     message.events.insert(0, event.clone());
     let seq = if event.status == Status::Accepted {
-        Some(next_seq(tx).await?)
+        Some(next_seq(counter))
     } else {
         None
     };
@@ -294,10 +312,10 @@ fn unexpected(reply: Reply) -> StoreError {
 #[async_trait]
 impl MetaStore for SqliteMetaStore {
     async fn create_message(&self, message: &Message, first: &ChunkRecord) -> Result<()> {
-        let (message, first) = (message.clone(), first.clone());
+        let (message, first, counter) = (message.clone(), first.clone(), self.seq.clone());
         let j = job(move |tx| {
             Box::pin(async move {
-                w_create_message(tx, &message, &first).await?;
+                w_create_message(tx, &counter, &message, &first).await?;
                 Ok(Reply::Done)
             })
         });
@@ -314,11 +332,13 @@ impl MetaStore for SqliteMetaStore {
         chunk: &ChunkRecord,
         now: DateTime<Utc>,
     ) -> Result<PutChunkOutcome> {
-        let (id, chunk) = (message_id.to_string(), chunk.clone());
+        let (id, chunk, counter) = (message_id.to_string(), chunk.clone(), self.seq.clone());
         let j = job(move |tx| {
-            Box::pin(
-                async move { Ok(Reply::Put(w_put_chunk(tx, &id, number, &chunk, now).await?)) },
-            )
+            Box::pin(async move {
+                Ok(Reply::Put(
+                    w_put_chunk(tx, &counter, &id, number, &chunk, now).await?,
+                ))
+            })
         });
         match self.writer.write(j).await? {
             Reply::Put(outcome) => Ok(outcome),
@@ -343,9 +363,9 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn add_event(&self, message_id: &str, event: &Event) -> Result<bool> {
-        let (id, event) = (message_id.to_string(), event.clone());
+        let (id, event, counter) = (message_id.to_string(), event.clone(), self.seq.clone());
         let j = job(move |tx| {
-            Box::pin(async move { Ok(Reply::Flag(w_add_event(tx, &id, &event).await?)) })
+            Box::pin(async move { Ok(Reply::Flag(w_add_event(tx, &counter, &id, &event).await?)) })
         });
         match self.writer.write(j).await? {
             Reply::Flag(found) => Ok(found),

@@ -20,7 +20,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            inline_max: 256 * 1024,
+            inline_max: 16 * 1024,
             readers: 8,
         }
     }
@@ -80,7 +80,13 @@ impl Store {
                 location: ChunkLocation::Inline(head.freeze()),
             });
         };
-        let key = format!("{message_id}/{number}-{}", uuid::Uuid::new_v4().simple());
+        // One directory per hour of writes: a new file then costs an fsync of itself and
+        // of a directory that already exists, and no directory grows without bound.
+        let key = format!(
+            "{}/{message_id}-{number}-{}",
+            chrono::Utc::now().format("%Y%m%d%H"),
+            uuid::Uuid::new_v4().simple()
+        );
         let mut seen = prefix.len() as u64;
         let rest = body
             .map(move |piece| {

@@ -79,7 +79,7 @@ struct ServeArgs {
     #[arg(long, env = "OPENSPINE_MAX_CHUNKS", default_value_t = 10_000)]
     max_chunks: u32,
     /// Chunks up to this many bytes are stored inside the metadata database.
-    #[arg(long, env = "OPENSPINE_INLINE_MAX", default_value_t = 256 * 1024)]
+    #[arg(long, env = "OPENSPINE_INLINE_MAX", default_value_t = 16 * 1024)]
     inline_max: usize,
     /// Environment name reported by the ping endpoints.
     #[arg(long, env = "OPENSPINE_ENV", default_value = "local")]
