@@ -61,7 +61,11 @@ fn xorshift(mut x: u64) -> u64 {
 /// holding the data.
 pub fn block(stream_id: u64, index: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
-    fill(&mut out, xorshift(seed(0, stream_id ^ (index << 20)) | 1), len);
+    fill(
+        &mut out,
+        xorshift(seed(0, stream_id ^ (index << 20)) | 1),
+        len,
+    );
     out
 }
 
