@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: lint, Rust tests (unit, store on real SQLite
 # files, HTTP integration), the Python mesh-client interop suite, the kill -9 crash test
-# and the 1 GiB memory test. It installs what it needs (a Python venv in .venv).
+# and the 1 GiB memory test, then a short run of the side-by-side benchmark so it cannot
+# rot. It installs what it needs (a Python venv in .venv, the sandbox's in target/).
 #
 #   bash scripts/test.sh            # everything
-#   QUICK=1 bash scripts/test.sh    # skip the crash and memory tests
+#   QUICK=1 bash scripts/test.sh    # skip the crash, memory and benchmark runs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,6 +73,9 @@ if [ -x "$bin" ] && run "python venv" need_python; then
     if run "crash test: kill -9 cycles" .venv/bin/python tests/system/crash_test.py --bin "$bin" --cycles "${CRASH_CYCLES:-12}"; then
       passed=$((passed + 1)); else failed=$((failed + 1)); fi
     if run "memory test: 1 GiB in 20 MiB chunks" .venv/bin/python tests/system/memory_test.py --bin "$bin" --size-mib 1024 --chunk-mib 20 --limit-mib 128; then
+      passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    # The benchmark's quick mode writes to a scratch directory, not bench/results.
+    if run "benchmark quick mode: openspine vs mesh-sandbox" env QUICK=1 OUT_DIR="$log_dir/bench" bash bench/compare.sh; then
       passed=$((passed + 1)); else failed=$((failed + 1)); fi
   fi
 else

@@ -69,6 +69,56 @@ pub fn block(stream_id: u64, index: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Checks a downloaded large message against [`block`] output as bytes arrive, without
+/// hashing: the expected bytes are regenerated block by block and compared.
+pub struct StreamCheck {
+    stream_id: u64,
+    block_len: usize,
+    index: u64,
+    expected: Vec<u8>,
+    offset: usize,
+    pub ok: bool,
+    pub seen: u64,
+}
+
+impl StreamCheck {
+    pub fn new(stream_id: u64, block_len: usize) -> Self {
+        StreamCheck {
+            stream_id,
+            block_len,
+            index: 0,
+            expected: Vec::new(),
+            offset: 0,
+            ok: true,
+            seen: 0,
+        }
+    }
+
+    /// Feeds the next downloaded bytes; `total` is the message size (the last block is short).
+    pub fn feed(&mut self, mut data: &[u8], total: u64) {
+        self.seen += data.len() as u64;
+        while !data.is_empty() && self.ok {
+            if self.offset == self.expected.len() {
+                let start = self.index * self.block_len as u64;
+                if start >= total {
+                    self.ok = false;
+                    return;
+                }
+                let len = (total - start).min(self.block_len as u64) as usize;
+                self.expected = block(self.stream_id, self.index, len);
+                self.index += 1;
+                self.offset = 0;
+            }
+            let n = data.len().min(self.expected.len() - self.offset);
+            if data[..n] != self.expected[self.offset..self.offset + n] {
+                self.ok = false;
+            }
+            self.offset += n;
+            data = &data[n..];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +134,23 @@ mod tests {
         }
         assert!(!verify(b"hello"));
         assert_ne!(generate(1, 1, 64), generate(1, 2, 64));
+    }
+
+    #[test]
+    fn stream_check_accepts_the_blocks_in_any_slicing_and_catches_a_flip() {
+        let total = 3 * 1000 + 17;
+        let data: Vec<u8> = (0..4)
+            .flat_map(|i| block(9, i, if i < 3 { 1000 } else { 17 }))
+            .collect();
+        let mut ok = StreamCheck::new(9, 1000);
+        for piece in data.chunks(333) {
+            ok.feed(piece, total);
+        }
+        assert!(ok.ok && ok.seen == total);
+        let mut bad_data = data.clone();
+        bad_data[2500] ^= 1;
+        let mut bad = StreamCheck::new(9, 1000);
+        bad.feed(&bad_data, total);
+        assert!(!bad.ok);
     }
 }

@@ -81,17 +81,18 @@ pub fn markdown(runs: &[Value], y: &Value) -> String {
             f(y, "openspine_peak_rss_mib")
         ));
     }
-    out.push_str("| server | workload | concurrency | messages/s | API calls/s | MiB/s | worst p99 ms | errors | lost | corrupt |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| server | workload | concurrency | messages/s | API calls/s | MiB/s | upload MiB/s | worst p99 ms | errors | lost | corrupt |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in runs {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |\n",
             s(r, "label"),
             workload_name(r),
             f(r, "concurrency"),
             f(r, "messages_per_s"),
             f(r, "api_calls_per_s"),
             f(r, "bytes_per_s") / 1048576.0,
+            f(r, "upload_bytes_per_s") / 1048576.0,
             worst_p99(r),
             f(r, "errors"),
             f(r, "lost"),
@@ -189,13 +190,23 @@ fn chart(runs: &[Value], path: &Path, font: Option<&Path>) -> anyhow::Result<()>
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                workloads.get(i).cloned().unwrap_or_default()
-            })
+            .x_labels(0)
             .label_style(("sans-serif", 13))
             .draw()?;
+        // Workload names under their bars, inside the plot (a numeric x axis would put its
+        // labels at round numbers, not at the bars).
+        let name_style = TextStyle::from(("sans-serif", 13).into_font()).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Bottom,
+            ),
+        );
+        chart.draw_series(
+            workloads
+                .iter()
+                .enumerate()
+                .map(|(i, w)| Text::new(w.clone(), (i as f64 + 0.5, 0.012), name_style.clone())),
+        )?;
         let width = 0.8 / labels.len().max(1) as f64;
         for (li, label) in labels.iter().enumerate() {
             let color = colors[li % colors.len()];
@@ -220,6 +231,7 @@ fn chart(runs: &[Value], path: &Path, font: Option<&Path>) -> anyhow::Result<()>
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .border_style(BLACK)
             .background_style(WHITE.mix(0.9))
             .label_font(("sans-serif", 14))

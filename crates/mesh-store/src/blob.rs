@@ -2,7 +2,7 @@
 
 use crate::error::{Result, StoreError};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
@@ -85,29 +85,29 @@ impl BlobStore for LocalBlobStore {
         let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
         // A payload that fits in one part is written with a single `put` (one staging file
         // write and rename); only larger ones pay for the multipart machinery.
-        let mut head = BytesMut::from(prefix.as_ref());
-        let mut more = None;
-        while head.len() <= PART_SIZE {
+        let mut head = vec![prefix];
+        let mut total: u64 = head.iter().map(|b| b.len() as u64).sum();
+        while total <= PART_SIZE as u64 {
             match rest.next().await {
-                Some(Ok(bytes)) => head.extend_from_slice(&bytes),
+                Some(Ok(bytes)) => {
+                    total += bytes.len() as u64;
+                    head.push(bytes);
+                }
                 Some(Err(e)) => return Err(e),
-                None => break,
+                None => {
+                    self.store
+                        .put(&location, head.into_iter().collect::<PutPayload>())
+                        .await?;
+                    self.sync(key).await?;
+                    return Ok(total);
+                }
             }
-            if head.len() > PART_SIZE {
-                more = Some(());
-            }
-        }
-        let mut total = head.len() as u64;
-        if more.is_none() {
-            self.store
-                .put(&location, PutPayload::from_bytes(head.freeze()))
-                .await?;
-            self.sync(key).await?;
-            return Ok(total);
         }
         let upload = self.store.put_multipart(&location).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        writer.put(head.freeze());
+        for piece in head {
+            writer.put(piece);
+        }
         let failure = loop {
             match rest.next().await {
                 Some(Ok(bytes)) => {
