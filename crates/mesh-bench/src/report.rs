@@ -58,6 +58,17 @@ fn workload_name(v: &Value) -> String {
     format!("{} {}", s(v, "workload"), size)
 }
 
+/// Upload bandwidth, shown for the chunked workload only (where it is the figure the
+/// disk's sequential write yardstick compares with).
+fn upload_mib_s(r: &Value) -> String {
+    let v = f(r, "upload_bytes_per_s") / 1048576.0;
+    if s(r, "workload") == "Chunked" && v > 0.0 {
+        format!("{v:.1}")
+    } else {
+        "–".into()
+    }
+}
+
 fn worst_p99(v: &Value) -> f64 {
     v.get("ops")
         .and_then(Value::as_object)
@@ -85,14 +96,14 @@ pub fn markdown(runs: &[Value], y: &Value) -> String {
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in runs {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} |\n",
             s(r, "label"),
             workload_name(r),
             f(r, "concurrency"),
             f(r, "messages_per_s"),
             f(r, "api_calls_per_s"),
             f(r, "bytes_per_s") / 1048576.0,
-            f(r, "upload_bytes_per_s") / 1048576.0,
+            upload_mib_s(r),
             worst_p99(r),
             f(r, "errors"),
             f(r, "lost"),

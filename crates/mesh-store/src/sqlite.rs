@@ -42,11 +42,7 @@ impl SqliteMetaStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // Reads through a memory map skip a pread and a copy per page; the OS page
-            // cache is shared by all connections instead of one small cache each.
-            .pragma("mmap_size", "1073741824")
-            .pragma("cache_size", "-8192");
+            .busy_timeout(Duration::from_secs(10));
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations").run(&mut conn).await?;
         let last: i64 = sqlx::query("SELECT COALESCE(MAX(inbox_seq), 0) AS seq FROM messages")
