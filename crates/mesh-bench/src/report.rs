@@ -204,20 +204,6 @@ fn chart(runs: &[Value], path: &Path, font: Option<&Path>) -> anyhow::Result<()>
             .x_labels(0)
             .label_style(("sans-serif", 13))
             .draw()?;
-        // Workload names under their bars, inside the plot (a numeric x axis would put its
-        // labels at round numbers, not at the bars).
-        let name_style = TextStyle::from(("sans-serif", 13).into_font()).pos(
-            plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Bottom,
-            ),
-        );
-        chart.draw_series(
-            workloads
-                .iter()
-                .enumerate()
-                .map(|(i, w)| Text::new(w.clone(), (i as f64 + 0.5, 0.012), name_style.clone())),
-        )?;
         let width = 0.8 / labels.len().max(1) as f64;
         for (li, label) in labels.iter().enumerate() {
             let color = colors[li % colors.len()];
@@ -239,6 +225,18 @@ fn chart(runs: &[Value], path: &Path, font: Option<&Path>) -> anyhow::Result<()>
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
                 });
+        }
+        // Workload names under their bar groups, in the label area below the plot (a
+        // numeric x axis would put its labels at round numbers, not at the bars).
+        let name_style = TextStyle::from(("sans-serif", 13).into_font()).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Top,
+            ),
+        );
+        for (i, w) in workloads.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.01));
+            root.draw(&Text::new(w.clone(), (px, py + 8), name_style.clone()))?;
         }
         chart
             .configure_series_labels()
