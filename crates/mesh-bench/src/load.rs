@@ -90,6 +90,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
         .pool_max_idle_per_host(plan.concurrency * 2)
         .timeout(Duration::from_secs(300))
         .build()?;
+    // One request before the clock starts: a server may set itself up on first use (the
+    // NHS sandbox builds its store lazily, and requests racing that first build lose
+    // their messages), and the benchmark measures steady state, not start-up.
+    client(&plan, &http, &plan.recipients[0])
+        .inbox_page(None)
+        .await
+        .map_err(|e| anyhow::anyhow!("warm-up request to {} failed: {e}", plan.url))?;
     let plan = Arc::new(plan);
     let started = Instant::now();
     let deadline = started + plan.duration;

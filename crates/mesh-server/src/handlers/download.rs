@@ -78,18 +78,7 @@ async fn download(
     let message_id = upper(&message_id);
     let (_, version) = begin(&state, &headers, &mailbox)?;
     let err = |e| ApiError::new(e, version);
-    let number: u32 = chunk
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| {
-            err(MeshError::validation(
-                "greater_than_equal",
-                &["path", "chunk_number"],
-                "Input should be an integer greater than or equal to 1",
-            ))
-        })?;
+    let number = super::chunk_number(&chunk).map_err(err)?;
     let found = match mesh_protocol::ids::plausible(&message_id) {
         true => state
             .store()

@@ -31,6 +31,22 @@ pub fn empty(status: StatusCode) -> Response {
     status.into_response()
 }
 
+/// A `{chunk_number}` path value: an integer ≥ 1, else the framework 400 (API.md 3.5).
+pub fn chunk_number(value: &str) -> Result<u32, mesh_protocol::MeshError> {
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            mesh_protocol::MeshError::validation(
+                "greater_than_equal",
+                &["path", "chunk_number"],
+                "Input should be an integer greater than or equal to 1",
+            )
+        })
+}
+
 /// Upper-cases a path id as SBX does (API.md 1.5).
 pub fn upper(id: &str) -> String {
     id.trim().to_ascii_uppercase()

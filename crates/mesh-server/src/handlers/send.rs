@@ -196,18 +196,7 @@ pub async fn upload_chunk(
     let message_id = upper(&message_id);
     let (_, version) = begin(&state, &headers, &mailbox)?;
     let err = |e| ApiError::new(e, version);
-    let number: u32 = chunk_number
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| {
-            err(MeshError::validation(
-                "greater_than_equal",
-                &["path", "chunk_number"],
-                "Input should be an integer greater than or equal to 1",
-            ))
-        })?;
+    let number = super::chunk_number(&chunk_number).map_err(err)?;
     let chunks_error =
         || err(MeshError::invalid_header_chunks().with_message_id(message_id.clone()));
     let range = header_text(&headers, "mex-chunk-range")
