@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&format!("{mx}/{{mailbox}}/inbox"), get(inbox::list))
         .route(&format!("{mx}/{{mailbox}}/count"), get(inbox::count))
+        .route(&format!("{mx}/{{mailbox}}/update"), post(inbox::update))
         .route(
             &format!("{mx}/{{mailbox}}/inbox/{{message_id}}"),
             get(download::download_first).head(download::head),

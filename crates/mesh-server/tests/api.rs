@@ -53,6 +53,26 @@ async fn handshake_answers_in_both_versions() {
 }
 
 #[tokio::test]
+async fn the_undocumented_update_call_authenticates_and_does_nothing() {
+    let s = TestServer::realistic().await;
+    let c = s.client("X26ABC1");
+    let r = c
+        .request(Method::POST, &c.mx("/update"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = s
+        .http()
+        .post(s.url("/messageexchange/X26ABC1/update"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
 async fn inbox_lists_oldest_first_and_pages_in_both_versions() {
     let s = TestServer::realistic().await;
     let sent = send_many(&s.client("X26ABC1"), "X26ABC2", "TEST_WORKFLOW", 25).await;

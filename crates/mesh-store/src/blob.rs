@@ -135,6 +135,11 @@ impl BlobStore for LocalBlobStore {
         let result = self.store.get(&location).await?;
         // object_store streams a local file in 8 KiB reads, each a blocking-pool hop; reading
         // it in large blocks ourselves is several times faster and still bounded in memory.
+        if result.meta.size <= PART_SIZE as u64 {
+            // A small payload is read whole in one blocking-pool hop.
+            let bytes = result.bytes().await?;
+            return Ok(futures::stream::once(async move { Ok(bytes) }).boxed());
+        }
         match result.payload {
             GetResultPayload::File(file, _) => {
                 let file = tokio::fs::File::from_std(file);

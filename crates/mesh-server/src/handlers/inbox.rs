@@ -37,6 +37,18 @@ pub async fn handshake(
     })
 }
 
+/// `POST /messageexchange/{mailbox}/update` (undocumented, API.md 3.15): the sandbox
+/// authenticates and does nothing; some client builds call it, so it answers the same.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(mailbox): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mailbox = upper(&mailbox);
+    begin(&state, &headers, &mailbox)?;
+    Ok(empty(StatusCode::OK))
+}
+
 /// Where the next page starts, carried in v2's opaque `continue_from` token.
 fn encode_token(mailbox: &str, seq: i64) -> String {
     let raw = json!({"mailbox": mailbox, "after": seq}).to_string();
