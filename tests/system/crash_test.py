@@ -33,23 +33,21 @@ harness error (server did not start, died outside a planned kill, time limit).
 """
 
 import argparse
-import ctypes
 import hashlib
-import hmac
 import json
 import math
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+
+from harness import ACCEPT_V2, HarnessError, check_signer, free_port, set_pdeathsig, tail, token
 
 try:
     import requests
@@ -61,14 +59,9 @@ except ImportError:  # pragma: no cover - environment problem
 SENDER = "X26ABC1"
 RECIPIENT = "X26ABC2"
 WORKFLOW = "TEST_WORKFLOW"
-ACCEPT_V2 = "application/vnd.mesh.v2+json"
 TIMEOUT = (5, 30)  # (connect, read) seconds, used on every request
 MIN_SIZE = 102  # 0.1 KiB
 MAX_SIZE = 300 * 1024
-
-
-class HarnessError(Exception):
-    """Setup problem or unexpected server death: not a verdict on durability."""
 
 
 def log(msg):
@@ -84,33 +77,13 @@ def warn(msg):
 # NHSMESH authentication (API.md section 2)
 # --------------------------------------------------------------------------
 
-def mesh_hmac(shared_key, mailbox, nonce, count, password, timestamp):
-    message = f"{mailbox}:{nonce}:{count}:{password}:{timestamp}"
-    return hmac.new(shared_key.encode("utf-8"), message.encode("ascii"),
-                    hashlib.sha256).hexdigest()
-
-
-def check_signer():
-    """The first test vector of API.md 2.2; guards against a broken signer."""
-    got = mesh_hmac("TestKey", "X26ABC1", "3f1c1e4e-4a4c-4f53-9c1e-2c5b6f0a9d11",
-                    0, "password", "202401011200")
-    want = "725c74867590c5507403a43be5356ea22d2a73c4ec99f1063bfd2ef285cac254"
-    if got != want:
-        raise HarnessError(f"HMAC signer self-check failed: {got} != {want}")
-
-
 class Auth:
     def __init__(self, shared_key, password):
         self.shared_key = shared_key
         self.password = password
 
     def header(self, mailbox):
-        """A fresh single-use token: new uuid4 nonce, count 0, current UTC minute."""
-        nonce = str(uuid.uuid4())
-        count = 0
-        ts = datetime.now(timezone.utc).strftime("%Y%m%d%H%M")
-        mac = mesh_hmac(self.shared_key, mailbox, nonce, count, self.password, ts)
-        return f"NHSMESH {mailbox}:{nonce}:{count}:{ts}:{mac}"
+        return token(self.shared_key, self.password, mailbox)
 
     def headers(self, mailbox, **extra):
         h = {"Authorization": self.header(mailbox), "Accept": ACCEPT_V2}
@@ -121,33 +94,6 @@ class Auth:
 # --------------------------------------------------------------------------
 # Server process handling
 # --------------------------------------------------------------------------
-
-def _set_pdeathsig():
-    """Make the server die with this script (Linux prctl PR_SET_PDEATHSIG)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path, lines=40):
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            data = f.read().decode("utf-8", "replace")
-        return "\n".join(data.splitlines()[-lines:])
-    except OSError as e:
-        return f"(cannot read {path}: {e})"
-
 
 class Server:
     def __init__(self, binary, data_dir, log_dir, extra_args):
@@ -171,7 +117,7 @@ class Server:
         with open(self.stderr_path, "wb") as err, open(stdout_path, "wb") as out:
             try:
                 self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                             stderr=err, preexec_fn=_set_pdeathsig)
+                                             stderr=err, preexec_fn=set_pdeathsig)
             except OSError as e:
                 raise HarnessError(f"cannot start server {self.binary!r}: {e}")
         return port

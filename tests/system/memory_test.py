@@ -26,22 +26,20 @@ setup/harness error (server did not start, died, time limit).
 """
 
 import argparse
-import ctypes
 import hashlib
-import hmac
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+
+from harness import ACCEPT_V2, HarnessError, check_signer, free_port, set_pdeathsig, tail, token
 
 try:
     import requests
@@ -53,13 +51,8 @@ except ImportError:  # pragma: no cover - environment problem
 SENDER = "X26ABC1"
 RECIPIENT = "X26ABC2"
 WORKFLOW = "TEST_WORKFLOW"
-ACCEPT_V2 = "application/vnd.mesh.v2+json"
 MIB = 1 << 20
 TIMEOUT = (5, 120)  # (connect, read) seconds; read = longest silence tolerated
-
-
-class HarnessError(Exception):
-    """Setup problem or unexpected server death."""
 
 
 class CheckFailed(Exception):
@@ -75,20 +68,6 @@ def log(msg):
 # NHSMESH authentication (API.md section 2)
 # --------------------------------------------------------------------------
 
-def mesh_hmac(shared_key, mailbox, nonce, count, password, timestamp):
-    message = f"{mailbox}:{nonce}:{count}:{password}:{timestamp}"
-    return hmac.new(shared_key.encode("utf-8"), message.encode("ascii"),
-                    hashlib.sha256).hexdigest()
-
-
-def check_signer():
-    got = mesh_hmac("TestKey", "X26ABC1", "3f1c1e4e-4a4c-4f53-9c1e-2c5b6f0a9d11",
-                    0, "password", "202401011200")
-    want = "725c74867590c5507403a43be5356ea22d2a73c4ec99f1063bfd2ef285cac254"
-    if got != want:
-        raise HarnessError(f"HMAC signer self-check failed: {got} != {want}")
-
-
 class Auth:
     def __init__(self, shared_key, password):
         self.shared_key = shared_key
@@ -96,10 +75,7 @@ class Auth:
 
     def headers(self, mailbox, **extra):
         """Headers with a fresh single-use token (uuid4 nonce, count 0, UTC minute)."""
-        nonce = str(uuid.uuid4())
-        ts = datetime.now(timezone.utc).strftime("%Y%m%d%H%M")
-        mac = mesh_hmac(self.shared_key, mailbox, nonce, 0, self.password, ts)
-        h = {"Authorization": f"NHSMESH {mailbox}:{nonce}:0:{ts}:{mac}", "Accept": ACCEPT_V2}
+        h = {"Authorization": token(self.shared_key, self.password, mailbox), "Accept": ACCEPT_V2}
         h.update(extra)
         return h
 
@@ -107,31 +83,6 @@ class Auth:
 # --------------------------------------------------------------------------
 # Server process handling
 # --------------------------------------------------------------------------
-
-def _set_pdeathsig():
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path, lines=40):
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            data = f.read().decode("utf-8", "replace")
-        return "\n".join(data.splitlines()[-lines:])
-    except OSError as e:
-        return f"(cannot read {path}: {e})"
-
 
 def proc_status_kb(pid, field):
     """A kB field (VmRSS, VmHWM) of /proc/<pid>/status, or None."""
@@ -219,7 +170,7 @@ def start_server(ctx):
             open(os.path.join(ctx.tmp, "server.stdout.log"), "wb") as out:
         try:
             ctx.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        preexec_fn=_set_pdeathsig)
+                                        preexec_fn=set_pdeathsig)
         except OSError as e:
             raise HarnessError(f"cannot start server {ctx.binary!r}: {e}")
     deadline = time.monotonic() + ctx.args.ready_timeout
