@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use mesh_protocol::headers::accepts_gzip;
 use mesh_protocol::views::download_headers;
-use mesh_protocol::{ApiVersion, Mailbox, MeshError, Message, MessageType, Status};
+use mesh_protocol::{ApiVersion, Mailbox, MeshError, MessageType, Status};
 use std::io::Write;
 use tokio_util::io::{ReaderStream, StreamReader};
 
@@ -34,22 +34,6 @@ pub async fn download_chunk(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     download(state, mailbox, message_id, chunk, headers).await
-}
-
-async fn find(
-    state: &AppState,
-    message_id: &str,
-    version: ApiVersion,
-) -> Result<Option<Message>, ApiError> {
-    if !mesh_protocol::ids::plausible(message_id) {
-        return Ok(None);
-    }
-    state
-        .store()
-        .meta
-        .message(message_id)
-        .await
-        .map_err(|e| store_error(e, version))
 }
 
 fn with_headers(mut response: Response, pairs: Vec<(&'static str, String)>) -> Response {
@@ -187,7 +171,7 @@ pub async fn head(
         .map_err(|e| n.err(e))?;
     let version = n.shape();
     let err = |e| ApiError::new(e, version);
-    let message = find(&state, &message_id, version)
+    let message = super::find_message(&state, &message_id, version)
         .await?
         .ok_or_else(|| err(MeshError::not_found()))?;
     let is_sender = message.sender.mailbox_id == caller.mailbox_id;

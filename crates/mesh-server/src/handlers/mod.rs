@@ -31,6 +31,24 @@ pub fn empty(status: StatusCode) -> Response {
     status.into_response()
 }
 
+/// A message by id, or `None` for an unknown id. Ids that cannot exist (wrong characters,
+/// too long) are answered without a store lookup.
+pub async fn find_message(
+    state: &crate::state::AppState,
+    message_id: &str,
+    version: ApiVersion,
+) -> Result<Option<mesh_protocol::Message>, crate::error::ApiError> {
+    if !mesh_protocol::ids::plausible(message_id) {
+        return Ok(None);
+    }
+    state
+        .store()
+        .meta
+        .message(message_id)
+        .await
+        .map_err(|e| crate::error::store_error(e, version))
+}
+
 /// A `{chunk_number}` path value: an integer ≥ 1, else the framework 400 (API.md 3.5).
 pub fn chunk_number(value: &str) -> Result<u32, mesh_protocol::MeshError> {
     value

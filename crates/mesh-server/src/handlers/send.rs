@@ -205,15 +205,9 @@ pub async fn upload_chunk(
         .filter(|r| r.number == number)
         .ok_or_else(chunks_error)?;
     let store = state.store();
-    let message = match mesh_protocol::ids::plausible(&message_id) {
-        true => store
-            .meta
-            .message(&message_id)
-            .await
-            .map_err(|e| store_error(e, version))?,
-        false => None,
-    }
-    .ok_or_else(|| err(MeshError::not_found()))?;
+    let message = super::find_message(&state, &message_id, version)
+        .await?
+        .ok_or_else(|| err(MeshError::not_found()))?;
     if message.sender.mailbox_id != mailbox {
         return Err(err(MeshError::forbidden()));
     }

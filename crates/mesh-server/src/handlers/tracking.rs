@@ -27,15 +27,10 @@ pub async fn by_message_id(
         .filter(|v| !v.is_empty())
         .ok_or_else(|| err(MeshError::missing("query", "messageID")))?;
     let meta = &state.store().meta;
-    let message = match mesh_protocol::ids::plausible(&id) {
-        true => meta
-            .message(&id)
-            .await
-            .map_err(|e| store_error(e, version))?,
-        false => None,
-    }
-    .filter(|m| m.sender.mailbox_id == mailbox)
-    .ok_or_else(|| err(MeshError::not_found()))?;
+    let message = super::find_message(&state, &id, version)
+        .await?
+        .filter(|m| m.sender.mailbox_id == mailbox)
+        .ok_or_else(|| err(MeshError::not_found()))?;
     if !meta
         .in_outbox(&mailbox, &id)
         .await
