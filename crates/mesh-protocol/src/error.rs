@@ -32,6 +32,8 @@ pub struct MeshError {
     /// Included when the error concerns a known message (chunk upload, API.md 6.1.1).
     pub message_id: Option<String>,
     pub shape: Shape,
+    /// Seconds for a `Retry-After` header (429 rate limiting).
+    pub retry_after: Option<u64>,
 }
 
 const GENERIC: &str = "An internal error occurred.\n\nPlease contact support.";
@@ -45,6 +47,7 @@ impl MeshError {
             description: description.into(),
             message_id: None,
             shape: Shape::Mesh,
+            retry_after: None,
         }
     }
 
@@ -248,6 +251,32 @@ impl MeshError {
             shape: Shape::Plain,
             ..Self::mesh(405, "", "", "Method Not Allowed")
         }
+    }
+    /// A mailbox over its request rate (token bucket): 429, which clients retry after the
+    /// `Retry-After` interval (API.md 9.1), instead of slowing every other mailbox down.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        MeshError {
+            retry_after: Some(retry_after_secs),
+            ..Self::mesh(
+                429,
+                "",
+                "",
+                "Too many requests for this mailbox; retry after the Retry-After interval",
+            )
+        }
+    }
+    /// A client certificate whose subject CN is not bound to the mailbox (mutual TLS).
+    pub fn certificate_not_permitted() -> Self {
+        Self::mesh(
+            403,
+            "",
+            "",
+            "The client certificate is not permitted to use this mailbox",
+        )
+    }
+    /// A request body that stopped arriving for longer than the configured idle timeout.
+    pub fn body_timeout() -> Self {
+        Self::mesh(408, "SEND", "", "Request body timed out")
     }
     pub fn internal() -> Self {
         Self::generic(500)

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A mailbox as configured in `mailboxes.jsonl` (API.md 8.1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mailbox {
     pub mailbox_id: String,
     pub mailbox_name: String,
@@ -21,6 +21,25 @@ pub struct Mailbox {
     pub password: String,
     #[serde(default = "yes")]
     pub active: bool,
+    /// Client-certificate subject CNs allowed to act for this mailbox under mutual TLS.
+    /// Empty: any certificate the configured CA trusts (API.md 2.8 leaves binding to
+    /// configuration). Not in the sandbox's format; an OpenSpine extension.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificate_cns: Vec<String>,
+}
+
+/// Written by hand so that the password can never reach a log through `{:?}`.
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("mailbox_id", &self.mailbox_id)
+            .field("mailbox_name", &self.mailbox_name)
+            .field("ods_code", &self.ods_code)
+            .field("password", &"<redacted>")
+            .field("active", &self.active)
+            .field("certificate_cns", &self.certificate_cns)
+            .finish_non_exhaustive()
+    }
 }
 
 fn yes() -> bool {

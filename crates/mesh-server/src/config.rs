@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The environment-wide HMAC key (API.md 2.2). Never logged.
     pub shared_key: String,
@@ -25,6 +25,19 @@ pub struct ServerConfig {
     pub max_message_size: u64,
     /// Most chunks one message may declare.
     pub max_chunks: u32,
+    /// Largest `max_results` an inbox page may ask for.
+    pub max_page_size: u32,
+    /// Largest request head (request line and headers), in bytes; more gets 431.
+    pub max_header_bytes: usize,
+    /// A client must send a whole request head within this time (slow-loris), and finish
+    /// the TLS handshake within it too.
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long is abandoned (stalled uploads).
+    pub body_idle_timeout: Duration,
+    /// Connections served at once; more are refused at accept.
+    pub max_connections: usize,
+    /// Per-mailbox request rate (token bucket); `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
     /// Days before an uncollected message expires (reported as `expiryTime`).
     pub inbox_expiry_days: i64,
     /// Echoed by the ping endpoints.
@@ -44,6 +57,15 @@ impl Default for ServerConfig {
             max_chunk_size: 100 * 1000 * 1000,
             max_message_size: 20 * 1000 * 1000 * 1000,
             max_chunks: 10_000,
+            max_page_size: 5000,
+            max_header_bytes: 64 * 1024,
+            header_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            rate_limit: Some(RateLimit {
+                per_second: 500,
+                burst: 1000,
+            }),
             inbox_expiry_days: 5,
             env: "local".into(),
             build_label: env!("CARGO_PKG_VERSION").into(),
@@ -51,15 +73,41 @@ impl Default for ServerConfig {
     }
 }
 
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
 impl ServerConfig {
     /// The NHS sandbox's behaviour: no replay or clock checks, no workflow permissions,
-    /// admin endpoints on.
+    /// no rate limit, admin endpoints on.
     pub fn sandbox(mut self) -> Self {
+        self.rate_limit = None;
         self.sandbox = true;
         self.clock_window = None;
         self.replay_check = false;
         self.enforce_workflows = false;
         self.strict_headers = false;
         self
+    }
+}
+
+/// Written by hand so that the shared key cannot reach a log through `{:?}`.
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("shared_key", &"<redacted>")
+            .field("sandbox", &self.sandbox)
+            .field("clock_window", &self.clock_window)
+            .field("replay_check", &self.replay_check)
+            .field("max_chunk_size", &self.max_chunk_size)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_chunks", &self.max_chunks)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
     }
 }

@@ -28,12 +28,17 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, body.to_string()).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(secs) = self.error.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
+
+/// The reason a body stream gives when the body idle timeout fired.
+pub const BODY_TIMEOUT: &str = "request body timed out";
 
 /// Store failures are the server's problem: a 5xx the client may retry. Details go to the
 /// log (with the internal id the client sees), never to the client.
@@ -41,6 +46,10 @@ pub fn store_error(e: StoreError, version: ApiVersion) -> ApiError {
     match e {
         StoreError::TooLarge { limit } => {
             ApiError::new(MeshError::payload_too_large("request body", limit), version)
+        }
+        StoreError::Body(reason) if reason == BODY_TIMEOUT => {
+            tracing::info!("request body stalled: abandoned");
+            ApiError::new(MeshError::body_timeout(), version)
         }
         StoreError::Body(reason) => {
             tracing::info!(reason, "request body failed while reading");

@@ -9,13 +9,16 @@
 // does not matter for the hot path.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 pub mod config;
+pub mod devcerts;
 pub mod directory;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
-pub mod replay;
+pub mod ratelimit;
 pub mod state;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use directory::{Directory, DirectorySource};
@@ -131,20 +134,149 @@ pub fn router(state: AppState) -> Router {
             state::release_retried_tokens,
         ))
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config().body_idle_timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::new())
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves plain HTTP until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, None, shutdown).await
+}
+
+/// Serves HTTP, or HTTPS when `tls` is given, until `shutdown` resolves.
+///
+/// The accept loop is ours rather than `axum::serve` because the limits that protect the
+/// service live at the connection level: a cap on open connections, a deadline for the
+/// TLS handshake and for each request head (slow-loris), a cap on the request head's
+/// size, and the peer's address and certificate for authentication and the audit log.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<tls::TlsReloader>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
     metrics::install();
+    let config = state.config().clone();
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        // hyper needs at least 8 KiB of buffer; the head must fit in it, else 431.
+        .max_buf_size(config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(std::time::Duration::from_secs(60)));
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            ::metrics::counter!("mesh_connections_refused_total").increment(1);
+            tracing::warn!(peer = %addr, limit = config.max_connections, "connection limit reached: refusing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.as_ref().map(tls::TlsReloader::acceptor);
+        let handshake_timeout = config.header_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            ::metrics::gauge!("mesh_open_connections").increment(1.0);
+            let serve_one = |peer: audit::Peer| {
+                let app = app.clone();
+                hyper_util::service::TowerToHyperService::new(tower::service_fn(
+                    move |request: axum::http::Request<hyper::body::Incoming>| {
+                        let request = request.map(axum::body::Body::new);
+                        audit::with_peer(peer.clone(), app.clone().oneshot(request))
+                    },
+                ))
+            };
+            match tls {
+                None => {
+                    let peer = audit::Peer {
+                        addr,
+                        client_cn: None,
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), serve_one(peer));
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            audit::tls_refused(addr, &e.to_string());
+                            ::metrics::gauge!("mesh_open_connections").decrement(1.0);
+                            return;
+                        }
+                        Err(_) => {
+                            audit::tls_refused(addr, "handshake timed out");
+                            ::metrics::gauge!("mesh_open_connections").decrement(1.0);
+                            return;
+                        }
+                    };
+                    let client_cn = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(tls::subject_cn)
+                        .map(Arc::<str>::from);
+                    let peer = audit::Peer { addr, client_cn };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), serve_one(peer));
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+            ::metrics::gauge!("mesh_open_connections").decrement(1.0);
+        });
+    }
+    drop(listener);
+    // In-flight requests get a minute; a client that keeps a connection busy longer than
+    // that does not hold the process up.
+    if tokio::time::timeout(std::time::Duration::from_secs(60), graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 60 s: closing them");
+    }
+    Ok(())
 }

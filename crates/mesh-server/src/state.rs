@@ -1,16 +1,16 @@
 //! Shared server state and the per-request context every handler starts from.
 
+use crate::audit;
 use crate::config::ServerConfig;
 use crate::directory::{Directory, DirectorySource};
 use crate::error::ApiError;
-use crate::replay::ReplayGuard;
+use crate::ratelimit::MailboxRates;
 use axum::http::HeaderMap;
 use chrono::{TimeDelta, Utc};
 use mesh_protocol::version::BadAccept;
 use mesh_protocol::{ApiVersion, AuthToken, Mailbox, MeshError, TokenError};
 use mesh_store::Store;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 /// Everything handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -24,7 +24,7 @@ pub struct Inner {
     /// Reloaded by the sandbox "reset all" call, hence the lock.
     pub directory: RwLock<Arc<Directory>>,
     pub directory_source: DirectorySource,
-    pub replay: ReplayGuard,
+    pub rates: Option<MailboxRates>,
 }
 
 impl AppState {
@@ -34,17 +34,14 @@ impl AppState {
         source: DirectorySource,
     ) -> Result<Self, crate::directory::DirectoryError> {
         let directory = Directory::load(&source)?;
-        let keep = config
-            .clock_window
-            .map(|w| w * 2)
-            .unwrap_or(Duration::from_secs(4 * 3600));
+        let rates = config.rate_limit.map(MailboxRates::new);
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
                 store,
                 directory: RwLock::new(Arc::new(directory)),
                 directory_source: source,
-                replay: ReplayGuard::new(keep),
+                rates,
             }),
         })
     }
@@ -77,57 +74,85 @@ impl AppState {
 
     /// Checks the `NHSMESH` token for `path_mailbox` (API.md 2.3) and returns the caller's
     /// mailbox. Runs before any other validation: unauthenticated callers only ever see 403.
-    pub fn authenticate(
+    ///
+    /// Order matters: the cheap checks (HMAC, clock, certificate, rate) come before the
+    /// token is recorded in the store, so unauthenticated or throttled traffic never
+    /// writes anything.
+    pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         path_mailbox: &str,
     ) -> Result<Mailbox, MeshError> {
         let value = header_text(headers, "authorization");
         let token = AuthToken::parse(value.as_deref(), path_mailbox).map_err(|e| match e {
-            TokenError::Missing | TokenError::Malformed => MeshError::auth_unreadable(),
-            TokenError::MailboxMismatch => MeshError::auth_mailbox_mismatch(),
+            TokenError::Missing => {
+                audit::auth_refused(path_mailbox, "missing token");
+                MeshError::auth_unreadable()
+            }
+            TokenError::Malformed => {
+                audit::auth_refused(path_mailbox, "malformed token");
+                MeshError::auth_unreadable()
+            }
+            TokenError::MailboxMismatch => {
+                audit::auth_refused(path_mailbox, "token for another mailbox");
+                MeshError::auth_mailbox_mismatch()
+            }
         })?;
         let directory = self.directory();
         let Some(mailbox) = directory.mailbox(path_mailbox) else {
+            audit::auth_refused(path_mailbox, "unknown mailbox");
             return Err(MeshError::no_mailbox_matched());
         };
         let config = self.config();
         if !token.verify(&config.shared_key, &mailbox.password) {
-            tracing::info!(
-                mailbox = path_mailbox,
-                reason = "bad hmac",
-                "authentication refused"
-            );
+            audit::auth_refused(path_mailbox, "bad hmac");
             return Err(MeshError::invalid_token());
         }
-        if let Some(window) = config.clock_window {
-            let window = TimeDelta::from_std(window).unwrap_or(TimeDelta::hours(2));
+        let window = config
+            .clock_window
+            .map(|w| TimeDelta::from_std(w).unwrap_or(TimeDelta::hours(2)));
+        if let Some(window) = window {
             if !token.within_window(Utc::now(), window) {
-                tracing::info!(
-                    mailbox = path_mailbox,
-                    reason = "timestamp",
-                    "authentication refused"
-                );
+                audit::auth_refused(path_mailbox, "timestamp outside the clock window");
                 return Err(MeshError::token_out_of_window());
             }
         }
-        if config.replay_check {
-            let count = token.nonce_count.parse::<u64>().unwrap_or(u64::MAX);
-            if !self
-                .inner
-                .replay
-                .first_use(&token.mailbox_id, &token.nonce, count)
-            {
-                tracing::info!(
-                    mailbox = path_mailbox,
-                    reason = "replay",
-                    "authentication refused"
-                );
-                return Err(MeshError::duplicated_token());
+        if !mailbox.certificate_cns.is_empty() {
+            let cn = audit::peer().and_then(|p| p.client_cn);
+            if !cn.is_some_and(|cn| mailbox.certificate_cns.iter().any(|c| **c == *cn)) {
+                audit::auth_refused(path_mailbox, "client certificate not bound to mailbox");
+                return Err(MeshError::certificate_not_permitted());
             }
         }
         if !mailbox.active && !config.sandbox {
+            audit::auth_refused(path_mailbox, "inactive mailbox");
             return Err(MeshError::inactive_mailbox());
+        }
+        if let Some(rates) = &self.inner.rates {
+            if let Err(wait) = rates.check(&mailbox.mailbox_id) {
+                audit::rate_limited(&mailbox.mailbox_id);
+                return Err(MeshError::rate_limited(wait.max(1)));
+            }
+        }
+        if config.replay_check {
+            // Kept until the token's own time plus the window: after that the clock check
+            // refuses it. Without a clock check, tokens are remembered for a day.
+            let keep = window.unwrap_or(TimeDelta::hours(24));
+            let expires_at = token.time().unwrap_or_else(Utc::now) + keep;
+            let count = token.nonce_count.parse::<u64>().unwrap_or(u64::MAX);
+            let first = self
+                .store()
+                .meta
+                .use_token(&token.mailbox_id, &token.nonce, count, expires_at)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "recording a token use failed");
+                    MeshError::unavailable()
+                })?;
+            if !first {
+                audit::auth_refused(path_mailbox, "replayed token");
+                return Err(MeshError::duplicated_token());
+            }
         }
         Ok(mailbox.clone())
     }
@@ -149,7 +174,14 @@ pub async fn release_retried_tokens(
             let rest = value.get(8..).unwrap_or_default();
             let parts: Vec<&str> = rest.split(':').collect();
             if let (5, Ok(count)) = (parts.len(), parts[2].parse::<u64>()) {
-                state.inner.replay.forget(parts[0], parts[1], count);
+                if let Err(e) = state
+                    .store()
+                    .meta
+                    .release_token(parts[0], parts[1], count)
+                    .await
+                {
+                    tracing::warn!(error = %e, "releasing a token for retry failed");
+                }
             }
         }
     }
@@ -196,7 +228,7 @@ impl Negotiated {
 }
 
 /// Authenticates and negotiates in the order the API fixes: auth (403) first, then Accept (400).
-pub fn begin(
+pub async fn begin(
     state: &AppState,
     headers: &HeaderMap,
     path_mailbox: &str,
@@ -204,6 +236,7 @@ pub fn begin(
     let n = Negotiated::from_headers(headers);
     let mailbox = state
         .authenticate(headers, path_mailbox)
+        .await
         .map_err(|e| n.err(e))?;
     let version = n.version()?;
     Ok((mailbox, version))

@@ -133,4 +133,21 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Succeeds when the store answers queries (readiness).
     async fn ping(&self) -> Result<()>;
+
+    /// Records one use of an authentication token `(mailbox, nonce, count)` and returns
+    /// false when it was already recorded. The record lives here, not in a server node, so
+    /// that a token replayed against another node sharing this store is refused too. It is
+    /// kept until `expires_at` (the token's timestamp plus the clock window): after that
+    /// the clock check refuses the token anyway.
+    async fn use_token(
+        &self,
+        mailbox: &str,
+        nonce: &str,
+        count: u64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Forgets a use, so that a client retrying a request the server failed (5xx, 425,
+    /// 429) with the identical token is not refused as a replay.
+    async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()>;
 }

@@ -31,6 +31,100 @@ pub struct SqliteMetaStore {
     /// counter seeded from the database at start replaces a `MAX()` query per write; a
     /// rolled-back write leaves a gap, which ordering does not mind.
     seq: Arc<AtomicI64>,
+    tokens: TokenLog,
+}
+
+/// Used authentication tokens, in a database file of their own beside the main one.
+///
+/// Every authenticated request records its token, so these writes are as frequent as
+/// requests. They go to their own file with `synchronous=NORMAL`: a process crash keeps
+/// them (the WAL is in the OS), a power cut may lose the last few, which at worst lets a
+/// captured token be replayed once within its two-hour window, while message writes keep
+/// their own `synchronous=FULL` commits and never queue behind token writes.
+struct TokenLog {
+    pool: SqlitePool,
+    /// Unix seconds of the last sweep of expired records.
+    last_sweep: AtomicI64,
+}
+
+/// Expired token records are swept at most this often.
+const TOKEN_SWEEP_SECS: i64 = 60;
+
+impl TokenLog {
+    async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS used_tokens (
+                mailbox TEXT NOT NULL,
+                nonce TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                PRIMARY KEY (mailbox, nonce, count)
+            ) WITHOUT ROWID",
+        )
+        .execute(&pool)
+        .await?;
+        sqlx::query("CREATE INDEX IF NOT EXISTS used_tokens_expiry ON used_tokens (expires_at)")
+            .execute(&pool)
+            .await?;
+        Ok(TokenLog {
+            pool,
+            last_sweep: AtomicI64::new(0),
+        })
+    }
+
+    async fn record(
+        &self,
+        mailbox: &str,
+        nonce: &str,
+        count: u64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let now = Utc::now().timestamp();
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now - last >= TOKEN_SWEEP_SECS
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            sqlx::query("DELETE FROM used_tokens WHERE expires_at < ?")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        }
+        let done = sqlx::query(
+            "INSERT INTO used_tokens (mailbox, nonce, count, expires_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(mailbox)
+        .bind(nonce)
+        .bind(count as i64)
+        .bind(expires_at.timestamp())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
+        sqlx::query("DELETE FROM used_tokens WHERE mailbox = ? AND nonce = ? AND count = ?")
+            .bind(mailbox)
+            .bind(nonce)
+            .bind(count as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 impl SqliteMetaStore {
@@ -55,15 +149,18 @@ impl SqliteMetaStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
+        let tokens = TokenLog::open(&path.with_extension("tokens.db")).await?;
         Ok(SqliteMetaStore {
             writer,
             reader,
             seq: Arc::new(AtomicI64::new(last)),
+            tokens,
         })
     }
 
     pub async fn close(&self) {
         self.reader.close().await;
+        self.tokens.pool.close().await;
     }
 }
 
@@ -546,5 +643,19 @@ impl MetaStore for SqliteMetaStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    async fn use_token(
+        &self,
+        mailbox: &str,
+        nonce: &str,
+        count: u64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.tokens.record(mailbox, nonce, count, expires_at).await
+    }
+
+    async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
+        self.tokens.release(mailbox, nonce, count).await
     }
 }

@@ -3,6 +3,8 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use mesh_server::config::RateLimit;
+use mesh_server::tls::{TlsFiles, TlsReloader};
 use mesh_server::{AppState, DirectorySource, ServerConfig};
 use mesh_store::{Store, StoreConfig};
 use std::net::SocketAddr;
@@ -24,6 +26,22 @@ struct Cli {
 enum Command {
     /// Serve the MESH API.
     Serve(ServeArgs),
+    /// Write a throwaway CA, a server certificate and client certificates (PEM) for
+    /// trying mutual TLS locally. Not for production.
+    DevCerts(DevCertsArgs),
+}
+
+#[derive(Args)]
+struct DevCertsArgs {
+    /// Directory to write the PEM files into.
+    #[arg(long, default_value = "./certs")]
+    out: PathBuf,
+    /// Host names and IP addresses the server certificate is valid for.
+    #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    hosts: Vec<String>,
+    /// Subject CN of a client certificate to issue (repeatable).
+    #[arg(long = "client", default_values_t = ["x26abc1.x26.api.mesh-client.nhs.uk".to_string()])]
+    clients: Vec<String>,
 }
 
 #[derive(Args)]
@@ -84,6 +102,40 @@ struct ServeArgs {
     /// Environment name reported by the ping endpoints.
     #[arg(long, env = "OPENSPINE_ENV", default_value = "local")]
     env: String,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first). Reloaded on SIGHUP.
+    #[arg(long, env = "OPENSPINE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key for --tls-cert (PEM). Reloaded on SIGHUP.
+    #[arg(long, env = "OPENSPINE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: require client certificates issued by a CA in this bundle (PEM).
+    #[arg(long, env = "OPENSPINE_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// With --client-ca: also accept clients that present no certificate.
+    #[arg(long, env = "OPENSPINE_CLIENT_CERT_OPTIONAL", requires = "client_ca")]
+    client_cert_optional: bool,
+    /// Largest request head (request line plus headers), in bytes.
+    #[arg(long, env = "OPENSPINE_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Seconds a client has to send a whole request head (and finish a TLS handshake).
+    #[arg(long, env = "OPENSPINE_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before the request is abandoned.
+    #[arg(long, env = "OPENSPINE_BODY_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    body_idle_timeout_secs: u64,
+    /// Connections served at once; more are refused.
+    #[arg(long, env = "OPENSPINE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Largest inbox page a client may ask for (`max_results`).
+    #[arg(long, env = "OPENSPINE_MAX_PAGE_SIZE", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(10..))]
+    max_page_size: u32,
+    /// Requests per second each mailbox may make, sustained (0 turns rate limiting off).
+    #[arg(long, env = "OPENSPINE_RATE_LIMIT", default_value_t = 500)]
+    rate_limit: u32,
+    /// Requests a mailbox may make in a burst above the sustained rate.
+    #[arg(long, env = "OPENSPINE_RATE_BURST", default_value_t = 1000)]
+    rate_burst: u32,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OPENSPINE_LOG_JSON")]
     log_json: bool,
@@ -94,6 +146,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::DevCerts(args) => {
+            let made = mesh_server::devcerts::generate(&args.out, &args.hosts, &args.clients)?;
+            println!("CA:          {}", made.ca.display());
+            println!(
+                "server:      {} {}",
+                made.server_cert.display(),
+                made.server_key.display()
+            );
+            for (cn, cert, key) in &made.clients {
+                println!("client {cn}: {} {}", cert.display(), key.display());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -119,6 +184,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_message_size: args.max_message_size,
         max_chunks: args.max_chunks,
         env: args.env,
+        max_page_size: args.max_page_size,
+        max_header_bytes: args.max_header_bytes,
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs.max(1)),
+        max_connections: args.max_connections.max(1),
+        rate_limit: (args.rate_limit > 0).then_some(RateLimit {
+            per_second: args.rate_limit,
+            burst: args.rate_burst.max(1),
+        }),
         ..ServerConfig::default()
     };
     if args.sandbox {
@@ -155,6 +229,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if directory.mailbox_count() == 0 {
         tracing::warn!("no mailboxes configured: pass --mailboxes FILE or --demo");
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsReloader::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.client_ca.clone(),
+                client_cert_optional: args.client_cert_optional,
+            })
+            .context("loading the TLS certificate and key")?,
+        ),
+        _ => None,
+    };
+    spawn_reload_on_hangup(state.clone(), tls.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -164,11 +251,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mailboxes = directory.mailbox_count(),
         workflows = directory.workflow_count(),
         sandbox = state.config().sandbox,
+        tls = tls.is_some(),
+        mutual_tls = args.client_ca.is_some(),
         "MESH server ready"
     );
-    mesh_server::serve(listener, state, shutdown_signal()).await?;
+    mesh_server::serve_with(listener, state, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the TLS certificate and key (a rotation needs no restart) and the
+/// mailbox and workflow files. A file that fails to load leaves the running one in use.
+fn spawn_reload_on_hangup(state: AppState, tls: Option<TlsReloader>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: reload needs a restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload failed: keeping the previous certificate")
+                    }
+                }
+            }
+            match state.reload_directory() {
+                Ok(()) => tracing::info!("mailboxes and workflows reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "directory reload failed: keeping the previous one")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (state, tls);
 }
 
 /// SIGTERM (what service managers send) or Ctrl-C.

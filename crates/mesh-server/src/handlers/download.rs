@@ -60,7 +60,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
     let message_id = upper(&message_id);
-    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let (_, version) = begin(&state, &headers, &mailbox).await?;
     let err = |e| ApiError::new(e, version);
     let number = super::chunk_number(&chunk).map_err(err)?;
     let found = match mesh_protocol::ids::plausible(&message_id) {
@@ -74,6 +74,11 @@ async fn download(
     };
     let (message, record) = found.ok_or_else(|| err(MeshError::message_does_not_exist()))?;
     if message.recipient.mailbox_id != mailbox {
+        crate::audit::cross_mailbox(
+            &mailbox,
+            "download of another mailbox's message",
+            &message_id,
+        );
         return Err(err(MeshError::forbidden()));
     }
     if !matches!(message.status(), Status::Accepted | Status::Acknowledged) {
@@ -168,6 +173,7 @@ pub async fn head(
     let n = crate::state::Negotiated::from_headers(&headers);
     let caller: Mailbox = state
         .authenticate(&headers, &mailbox)
+        .await
         .map_err(|e| n.err(e))?;
     let version = n.shape();
     let err = |e| ApiError::new(e, version);
@@ -177,6 +183,11 @@ pub async fn head(
     let is_sender = message.sender.mailbox_id == caller.mailbox_id;
     let is_recipient = message.recipient.mailbox_id == caller.mailbox_id;
     if !is_sender && !is_recipient {
+        crate::audit::cross_mailbox(
+            &caller.mailbox_id,
+            "status of another mailbox's message",
+            &message_id,
+        );
         return Err(err(MeshError::not_found()));
     }
     if !is_sender && !matches!(message.status(), Status::Accepted | Status::Acknowledged) {

@@ -19,7 +19,7 @@ pub async fn handshake(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let (_, version) = begin(&state, &headers, &mailbox).await?;
     for name in ["mex-clientversion", "mex-osname", "mex-osversion"] {
         if headers.get(name).is_none() {
             return Err(ApiError::new(MeshError::missing("header", name), version));
@@ -45,7 +45,7 @@ pub async fn update(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    begin(&state, &headers, &mailbox)?;
+    begin(&state, &headers, &mailbox).await?;
     Ok(empty(StatusCode::OK))
 }
 
@@ -76,7 +76,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let (_, version) = begin(&state, &headers, &mailbox).await?;
     let param = |name: &str| {
         query
             .iter()
@@ -87,7 +87,7 @@ pub async fn list(
         ApiError::new(MeshError::validation(kind, &["query", name], msg), version)
     };
     let max_results = match param("max_results") {
-        None => 500,
+        None => 500.min(state.config().max_page_size),
         Some(v) => {
             let n: i64 = v.trim().parse().map_err(|_| {
                 bad(
@@ -103,11 +103,12 @@ pub async fn list(
                     "Input should be greater than or equal to 10",
                 ));
             }
-            if n > 5000 {
+            let cap = state.config().max_page_size;
+            if n > i64::from(cap) {
                 return Err(bad(
                     "less_than_equal",
                     "max_results",
-                    "Input should be less than or equal to 5000",
+                    &format!("Input should be less than or equal to {cap}"),
                 ));
             }
             n as u32
@@ -216,7 +217,7 @@ pub async fn count(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let (_, version) = begin(&state, &headers, &mailbox).await?;
     let n = state
         .store()
         .meta
@@ -242,7 +243,7 @@ pub async fn acknowledge(
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
     let message_id = upper(&message_id);
-    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let (_, version) = begin(&state, &headers, &mailbox).await?;
     let err = |e| ApiError::new(e, version);
     let outcome = match mesh_protocol::ids::plausible(&message_id) {
         true => state
@@ -255,7 +256,10 @@ pub async fn acknowledge(
     };
     match outcome {
         AckOutcome::NoSuchMessage => return Err(err(MeshError::message_does_not_exist())),
-        AckOutcome::NotRecipient => return Err(err(MeshError::forbidden())),
+        AckOutcome::NotRecipient => {
+            crate::audit::cross_mailbox(&mailbox, "ack of another mailbox's message", &message_id);
+            return Err(err(MeshError::forbidden()));
+        }
         AckOutcome::Acknowledged => {
             metrics::counter!("mesh_messages_acknowledged_total").increment(1)
         }

@@ -18,7 +18,14 @@ use serde_json::json;
 
 fn body_stream(body: Body) -> ByteStream {
     body.into_data_stream()
-        .map_err(|e| StoreError::Body(e.to_string()))
+        .map_err(|e| {
+            let e = e.into_inner();
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                StoreError::Body(crate::error::BODY_TIMEOUT.to_string())
+            } else {
+                StoreError::Body(e.to_string())
+            }
+        })
         .boxed()
 }
 
@@ -85,7 +92,7 @@ pub async fn send(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (sender, version) = begin(&state, &headers, &mailbox)?;
+    let (sender, version) = begin(&state, &headers, &mailbox).await?;
     let err = |e| ApiError::new(e, version);
     let texts: Vec<(String, String)> = headers
         .keys()
@@ -194,7 +201,7 @@ pub async fn upload_chunk(
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
     let message_id = upper(&message_id);
-    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let (_, version) = begin(&state, &headers, &mailbox).await?;
     let err = |e| ApiError::new(e, version);
     let number = super::chunk_number(&chunk_number).map_err(err)?;
     let chunks_error =
@@ -209,6 +216,7 @@ pub async fn upload_chunk(
         .await?
         .ok_or_else(|| err(MeshError::not_found()))?;
     if message.sender.mailbox_id != mailbox {
+        crate::audit::cross_mailbox(&mailbox, "chunk for another mailbox's message", &message_id);
         return Err(err(MeshError::forbidden()));
     }
     if message.status() != Status::Uploading {

@@ -18,7 +18,7 @@ pub async fn by_message_id(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (_, version) = begin(&state, &headers, &mailbox)?;
+    let (_, version) = begin(&state, &headers, &mailbox).await?;
     let err = |e| ApiError::new(e, version);
     let id = query
         .iter()
@@ -29,7 +29,13 @@ pub async fn by_message_id(
     let meta = &state.store().meta;
     let message = super::find_message(&state, &id, version)
         .await?
-        .filter(|m| m.sender.mailbox_id == mailbox)
+        .filter(|m| {
+            let own = m.sender.mailbox_id == mailbox;
+            if !own {
+                crate::audit::cross_mailbox(&mailbox, "tracking of another mailbox's message", &id);
+            }
+            own
+        })
         .ok_or_else(|| err(MeshError::not_found()))?;
     if !meta
         .in_outbox(&mailbox, &id)
@@ -55,6 +61,7 @@ pub async fn by_local_id(
     let n = crate::state::Negotiated::from_headers(&headers);
     state
         .authenticate(&headers, &mailbox)
+        .await
         .map_err(|e| n.err(e))?;
     let version = n.shape();
     let found = state

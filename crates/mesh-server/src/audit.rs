@@ -1,0 +1,96 @@
+//! The security audit trail: one structured event (tracing target `audit`) for every
+//! refused authentication and every attempt to reach another mailbox's data, with the
+//! mailbox, the source address and the reason, so operators can alert on them and
+//! investigate without reading request logs.
+//!
+//! The source address and client certificate of the connection are kept in a task-local
+//! set by the listener for the duration of each request: handlers and the authentication
+//! code reach them without every handler having to extract and pass them along.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Who is at the other end of the connection a request came in on.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Subject CN of the verified client certificate, under mutual TLS.
+    pub client_cn: Option<Arc<str>>,
+}
+
+tokio::task_local! {
+    static PEER: Peer;
+}
+
+/// Runs `f` with `peer` as the current request's peer.
+pub async fn with_peer<F: std::future::Future>(peer: Peer, f: F) -> F::Output {
+    PEER.scope(peer, f).await
+}
+
+/// The current request's peer; `None` outside a request served by [`crate::serve`].
+pub fn peer() -> Option<Peer> {
+    PEER.try_with(Clone::clone).ok()
+}
+
+fn source() -> String {
+    peer().map(|p| p.addr.to_string()).unwrap_or_default()
+}
+
+fn client_cn() -> String {
+    peer()
+        .and_then(|p| p.client_cn.map(|c| c.to_string()))
+        .unwrap_or_default()
+}
+
+/// An authentication refusal. `mailbox` is the mailbox the caller claimed.
+pub fn auth_refused(mailbox: &str, reason: &'static str) {
+    metrics::counter!("mesh_auth_refused_total", "reason" => reason).increment(1);
+    tracing::warn!(
+        target: "audit",
+        event = "auth_refused",
+        mailbox,
+        source = %source(),
+        client_cn = %client_cn(),
+        reason,
+        "authentication refused"
+    );
+}
+
+/// An authenticated caller asked for something that belongs to another mailbox.
+pub fn cross_mailbox(caller: &str, reason: &'static str, target: &str) {
+    metrics::counter!("mesh_cross_mailbox_total", "reason" => reason).increment(1);
+    tracing::warn!(
+        target: "audit",
+        event = "cross_mailbox",
+        mailbox = caller,
+        source = %source(),
+        client_cn = %client_cn(),
+        reason,
+        target,
+        "cross-mailbox attempt refused"
+    );
+}
+
+/// A request over the caller's rate limit.
+pub fn rate_limited(mailbox: &str) {
+    metrics::counter!("mesh_rate_limited_total").increment(1);
+    tracing::info!(
+        target: "audit",
+        event = "rate_limited",
+        mailbox,
+        source = %source(),
+        "request rate limit reached"
+    );
+}
+
+/// A TLS handshake that failed: no client certificate, an untrusted one, or no TLS at all.
+pub fn tls_refused(addr: SocketAddr, reason: &str) {
+    metrics::counter!("mesh_tls_refused_total").increment(1);
+    tracing::warn!(
+        target: "audit",
+        event = "tls_refused",
+        source = %addr,
+        reason,
+        "TLS handshake refused"
+    );
+}
