@@ -126,8 +126,12 @@ impl AuthToken {
     /// True when the token's timestamp is within `window` of `now` either side (API.md 2.3:
     /// the real service allows two hours). A malformed timestamp is never within it.
     pub fn within_window(&self, now: DateTime<Utc>, window: TimeDelta) -> bool {
-        self.time()
-            .is_some_and(|t| (now - t).abs() <= window + TimeDelta::minutes(1))
+        // The window comes from configuration and may be as large as `TimeDelta` allows;
+        // widening it by the token's minute must saturate, not overflow (found by fuzzing).
+        let allowed = window
+            .checked_add(&TimeDelta::minutes(1))
+            .unwrap_or(TimeDelta::MAX);
+        self.time().is_some_and(|t| (now - t).abs() <= allowed)
     }
 
     /// Format a time as a token timestamp.
@@ -253,5 +257,20 @@ mod tests {
         assert!(!at("2024010112"));
         assert!(!at("20240101120a"));
         assert!(!at("202413011200"));
+    }
+
+    /// Regression (fuzz/artifacts/auth_token, `scripts/fuzz.sh`): a window within a minute
+    /// of `TimeDelta::MAX` (a `--clock-skew-secs` of about 9.2e15) panicked with
+    /// "`TimeDelta + TimeDelta` overflowed" on every authenticated request.
+    #[test]
+    fn the_largest_window_admits_every_well_formed_token_without_panicking() {
+        let now = DateTime::from_timestamp(-62_135_596_800, 0).unwrap();
+        let window = TimeDelta::try_milliseconds(i64::MAX).unwrap();
+        let t = AuthToken::sign("k", "A", "p", "n", u64::MAX, "299912312359");
+        assert!(t.within_window(now, window));
+        assert!(t.within_window(now, TimeDelta::MAX));
+        assert!(!t.within_window(now, TimeDelta::MIN));
+        let malformed = AuthToken::sign("k", "A", "p", "n", 0, "2999123123");
+        assert!(!malformed.within_window(now, TimeDelta::MAX));
     }
 }

@@ -64,6 +64,16 @@ impl Directory {
         Ok(dir)
     }
 
+    /// Parses mailboxes and workflows from JSON-lines text, with the same rules as
+    /// [`Directory::load`] but no files. It exists for fuzzing and property tests; errors
+    /// name the text as `<mailboxes>` or `<workflows>`.
+    pub fn from_jsonl(mailboxes: &str, workflows: &str) -> Result<Self, DirectoryError> {
+        let mut dir = Directory::default();
+        dir.add_jsonl(Path::new("<mailboxes>"), mailboxes, Self::add_mailbox)?;
+        dir.add_jsonl(Path::new("<workflows>"), workflows, Self::add_workflow)?;
+        Ok(dir)
+    }
+
     fn add_jsonl(
         &mut self,
         path: &Path,

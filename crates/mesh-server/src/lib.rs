@@ -172,18 +172,15 @@ pub async fn serve_with(
     let config = state.config().clone();
     let app = router(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: every MESH client speaks it, and sniffing for an HTTP/2 preface
+    // would read from a silent connection with no deadline.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
         // hyper needs at least 8 KiB of buffer; the head must fit in it, else 431.
         .max_buf_size(config.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(std::time::Duration::from_secs(60)));
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -226,6 +223,15 @@ pub async fn serve_with(
             };
             match tls {
                 None => {
+                    // hyper's head deadline starts with the first byte; a connection that
+                    // never sends one is closed here instead of being held forever.
+                    let mut probe = [0u8; 1];
+                    let first =
+                        tokio::time::timeout(handshake_timeout, stream.peek(&mut probe)).await;
+                    if !matches!(first, Ok(Ok(n)) if n > 0) {
+                        ::metrics::gauge!("mesh_open_connections").decrement(1.0);
+                        return;
+                    }
                     let peer = audit::Peer {
                         addr,
                         client_cn: None,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use mesh_client::MeshClient;
+use mesh_server::tls::TlsReloader;
 use mesh_server::{AppState, DirectorySource, ServerConfig};
 use mesh_store::{Store, StoreConfig};
 use tempfile::TempDir;
@@ -42,15 +43,28 @@ impl TestServer {
             demo: true,
             ..Default::default()
         };
+        Self::serve_store(dir, config, store, source, None).await
+    }
+
+    /// Serves an already open store (several servers can share one, as nodes do), with a
+    /// given directory and optionally TLS.
+    pub async fn serve_store(
+        dir: TempDir,
+        config: ServerConfig,
+        store: Store,
+        source: DirectorySource,
+        tls: Option<TlsReloader>,
+    ) -> Self {
         let state = AppState::new(config, store, source).expect("directory loads");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
-            mesh_server::serve(listener, serve_state, async {
+            mesh_server::serve_with(listener, serve_state, tls, async {
                 let _ = rx.await;
             })
             .await
@@ -71,6 +85,15 @@ impl TestServer {
 
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::new()
+    }
+
+    /// The socket address the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .rsplit("//")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("base has an address")
     }
 
     pub fn url(&self, path: &str) -> String {
