@@ -70,7 +70,7 @@ echo "== starting openspine"
 os_port=$(free_port)
 "$os_bin" serve --listen "127.0.0.1:$os_port" --data-dir "$work/openspine" \
   --mailboxes "$work/fixtures/mailboxes.jsonl" --workflows "$work/fixtures/workflows.jsonl" \
-  --shared-key TestKey > "$work/openspine.log" 2>&1 &
+  --shared-key TestKey --rate-limit 0 > "$work/openspine.log" 2>&1 &
 os_pid=$!; pids+=("$os_pid")
 start_ms=$(wait_ready "http://127.0.0.1:$os_port" /readyz 30)
 sleep 1

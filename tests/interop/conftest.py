@@ -11,6 +11,11 @@ Which server is under test is chosen by environment variables:
   is how the tests themselves are validated: every test must pass against it, because
   OpenSpine must behave the same (shared/mesh/API.md, "default rule: behave like SBX").
 
+``OPENSPINE_MTLS=1`` (with ``OPENSPINE_BIN``) runs the same suite over mutual TLS, as the real
+MESH is reached: the suite makes its own CA, server and client certificates with
+``openspine dev-certs``, starts the server with ``--tls-cert/--tls-key/--client-ca`` and hands
+every client ``cert=`` and ``verify=`` (mesh_client supports both).
+
 ``MESH_SHARED_KEY`` overrides the shared HMAC key (default ``TestKey``, API.md 2.7).
 
 Every test starts from an empty server: ``DELETE {base}/admin/reset`` (API.md 3.16) is called
@@ -41,7 +46,17 @@ STOP_TIMEOUT_S = 10.0
 CLIENT_TIMEOUT_S = 30
 
 
+MTLS = os.environ.get("OPENSPINE_MTLS") == "1" and bool(os.environ.get("OPENSPINE_BIN"))
+# Client certificate subject CN for the suite's clients (API.md 2.8 naming).
+CLIENT_CN = "x26abc1.x26.api.mesh-client.nhs.uk"
+# Filled in when the server starts under mutual TLS: requests/mesh_client keyword arguments.
+TLS_KWARGS: dict = {}
+CERTS: dict = {}
+
+
 def _server_choice() -> str:
+    if os.environ.get("OPENSPINE_BIN") and MTLS:
+        return f"openspine binary {os.environ['OPENSPINE_BIN']} over mutual TLS"
     if os.environ.get("OPENSPINE_BIN"):
         return f"openspine binary {os.environ['OPENSPINE_BIN']}"
     if os.environ.get("MESH_URL"):
@@ -93,7 +108,7 @@ class _ServerProcess:
             if self.proc.poll() is not None:
                 self._fail(f"exited with status {self.proc.returncode} before {ping_url} answered 200")
             try:
-                response = requests.get(ping_url, timeout=2)
+                response = requests.get(ping_url, timeout=2, **TLS_KWARGS)
                 if response.status_code == 200:
                     return
                 last_error = f"HTTP {response.status_code}: {response.text[:200]}"
@@ -143,7 +158,32 @@ def _start_openspine(binary: str, workdir: Path) -> tuple[str, _ServerProcess]:
         "--demo",
         "--sandbox",
     ]
-    return f"http://127.0.0.1:{port}", _ServerProcess("openspine", argv, workdir)
+    if not MTLS:
+        return f"http://127.0.0.1:{port}", _ServerProcess("openspine", argv, workdir)
+    certs = workdir / "certs"
+    rogue = workdir / "rogue-certs"
+    for out in (certs, rogue):
+        subprocess.run(
+            [binary, "dev-certs", "--out", str(out), "--client", CLIENT_CN],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    client = (str(certs / f"client-{CLIENT_CN}.pem"), str(certs / f"client-{CLIENT_CN}-key.pem"))
+    CERTS.update(
+        ca=str(certs / "ca.pem"),
+        client=client,
+        rogue_client=(str(rogue / f"client-{CLIENT_CN}.pem"), str(rogue / f"client-{CLIENT_CN}-key.pem")),
+    )
+    TLS_KWARGS.update(cert=client, verify=CERTS["ca"])
+    argv += [
+        "--tls-cert",
+        str(certs / "server.pem"),
+        "--tls-key",
+        str(certs / "server-key.pem"),
+        "--client-ca",
+        CERTS["ca"],
+    ]
+    return f"https://localhost:{port}", _ServerProcess("openspine", argv, workdir)
 
 
 def _start_nhs_sandbox(workdir: Path) -> tuple[str, _ServerProcess]:
@@ -205,7 +245,7 @@ def mesh_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _reset_server(mesh_url: str) -> None:
     """Start every test from empty mailboxes (sandbox admin call, API.md 3.16)."""
-    response = requests.delete(f"{mesh_url}/admin/reset", timeout=10)
+    response = requests.delete(f"{mesh_url}/admin/reset", timeout=10, **TLS_KWARGS)
     assert 200 <= response.status_code < 300, (
         f"DELETE {mesh_url}/admin/reset answered {response.status_code}: {response.text[:500]}"
     )
@@ -222,6 +262,8 @@ def mesh_client_for(mesh_url: str) -> Iterator[Callable[..., MeshClient]]:
 
     def make(mailbox: str, password: str = PASSWORD, shared_key: str = SHARED_KEY, **kwargs) -> MeshClient:
         kwargs.setdefault("timeout", CLIENT_TIMEOUT_S)
+        for key, value in TLS_KWARGS.items():
+            kwargs.setdefault(key, value)
         client = MeshClient(mesh_url, mailbox, password, shared_key=shared_key.encode("utf-8"), **kwargs)
         clients.append(client)
         return client
@@ -261,9 +303,20 @@ def mesh_http_for(mesh_url: str) -> Iterator[Callable[[str], requests.Session]]:
         session = requests.Session()
         session.auth = AuthTokenGenerator(SHARED_KEY.encode("utf-8"), mailbox, password)
         session.headers["Accept"] = "application/vnd.mesh.v2+json"
+        if TLS_KWARGS:
+            # Otherwise REQUESTS_CA_BUNDLE from the environment overrides session.verify.
+            session.trust_env = False
+            session.cert = TLS_KWARGS["cert"]
+            session.verify = TLS_KWARGS["verify"]
         sessions.append(session)
         return session
 
     yield make
     for session in sessions:
         session.close()
+
+
+@pytest.fixture
+def tls_kwargs(mesh_url: str) -> dict:
+    """Keyword arguments for a raw ``requests`` call: the client certificate under mutual TLS."""
+    return dict(TLS_KWARGS)

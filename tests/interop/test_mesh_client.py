@@ -82,10 +82,13 @@ def test_handshake_with_bad_credentials_is_refused_with_403(
     assert raised.value.response.status_code == 403
 
 
-def test_inbox_refuses_a_request_without_authorization(mesh_url: str):
+def test_inbox_refuses_a_request_without_authorization(mesh_url: str, tls_kwargs: dict):
     # API.md 2.3 step 1: no Authorization header -> 403 (never 400).
     response = requests.get(
-        f"{mesh_url}/messageexchange/{MB2}/inbox", headers={"Accept": "application/vnd.mesh.v2+json"}, timeout=10
+        f"{mesh_url}/messageexchange/{MB2}/inbox",
+        headers={"Accept": "application/vnd.mesh.v2+json"},
+        timeout=10,
+        **tls_kwargs,
     )
     assert response.status_code == 403
 
@@ -603,11 +606,13 @@ def test_lookup_endpoint_matches_ods_code_and_workflow_receivers(
 # --- sandbox administration ---------------------------------------------------------------
 
 
-def test_admin_reset_empties_every_mailbox(mesh_url: str, x26abc1: MeshClient, x26abc2: MeshClient):
+def test_admin_reset_empties_every_mailbox(
+    mesh_url: str, x26abc1: MeshClient, x26abc2: MeshClient, tls_kwargs: dict
+):
     # Sandbox-only (API.md 3.16); the suite's own per-test reset depends on it.
     message_id = x26abc1.send_message(MB2, b"about to vanish", workflow_id=WORKFLOW)
     assert x26abc2.list_messages() == [message_id]
-    response = requests.delete(f"{mesh_url}/admin/reset", timeout=10)
+    response = requests.delete(f"{mesh_url}/admin/reset", timeout=10, **tls_kwargs)
     assert response.status_code == 200
     assert x26abc2.list_messages() == []
     with pytest.raises(requests.HTTPError) as raised:

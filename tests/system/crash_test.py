@@ -113,7 +113,7 @@ class Server:
         self.stderr_path = os.path.join(self.log_dir, f"server-{tag}.stderr.log")
         stdout_path = os.path.join(self.log_dir, f"server-{tag}.stdout.log")
         cmd = [self.binary, "serve", "--listen", f"127.0.0.1:{port}",
-               "--data-dir", self.data_dir, "--demo"] + list(self.extra_args)
+               "--data-dir", self.data_dir, "--demo", "--rate-limit", "0"] + list(self.extra_args)
         with open(self.stderr_path, "wb") as err, open(stdout_path, "wb") as out:
             try:
                 self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,

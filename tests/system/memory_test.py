@@ -165,7 +165,7 @@ def start_server(ctx):
     port = free_port()
     ctx.base = f"http://127.0.0.1:{port}"
     cmd = [ctx.binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", ctx.data_dir,
-           "--demo"] + ctx.args.server_arg
+           "--demo", "--rate-limit", "0"] + ctx.args.server_arg
     with open(ctx.stderr_path, "wb") as err, \
             open(os.path.join(ctx.tmp, "server.stdout.log"), "wb") as out:
         try:
