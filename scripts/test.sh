@@ -59,15 +59,18 @@ fi
 bin=$PWD/target/release/openspine
 
 if [ -x "$bin" ] && run "python venv" need_python; then
-  step "interop: mesh-client against openspine"
-  OPENSPINE_BIN=$bin .venv/bin/python -m pytest -q tests/interop 2>&1 | tee "$log_dir/pytest.log"
-  py_rc=${PIPESTATUS[0]}
-  p=$(grep -Eo '[0-9]+ passed' "$log_dir/pytest.log" | tail -1 | awk '{print $1+0}')
-  f=$(grep -Eo '[0-9]+ (failed|error)' "$log_dir/pytest.log" | awk '{s+=$1} END {print s+0}')
-  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
-  if [ "$py_rc" -ne 0 ]; then
-    failures+=("interop"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
-  fi
+  for mode in plain mtls; do
+    step "interop: mesh-client against openspine ($mode)"
+    mtls=0; [ "$mode" = mtls ] && mtls=1
+    OPENSPINE_BIN=$bin OPENSPINE_MTLS=$mtls .venv/bin/python -m pytest -q tests/interop 2>&1 | tee "$log_dir/pytest-$mode.log"
+    py_rc=${PIPESTATUS[0]}
+    p=$(grep -Eo '[0-9]+ passed' "$log_dir/pytest-$mode.log" | tail -1 | awk '{print $1+0}')
+    f=$(grep -Eo '[0-9]+ (failed|error)' "$log_dir/pytest-$mode.log" | awk '{s+=$1} END {print s+0}')
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+    if [ "$py_rc" -ne 0 ]; then
+      failures+=("interop $mode"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
+    fi
+  done
 
   if [ -z "${QUICK:-}" ]; then
     if run "crash test: kill -9 cycles" .venv/bin/python tests/system/crash_test.py --bin "$bin" --cycles "${CRASH_CYCLES:-12}"; then
@@ -80,6 +83,12 @@ if [ -x "$bin" ] && run "python venv" need_python; then
   fi
 else
   failures+=("python setup"); failed=$((failed + 1))
+fi
+
+if [ -z "${QUICK:-}" ]; then
+  # Coverage-guided fuzzing of the parsers (cargo-fuzz, stable toolchain, no sanitizer).
+  if run "fuzz: ${FUZZ_SECONDS:-60} s per target" bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"; then
+    passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 
 rm -rf "$log_dir"

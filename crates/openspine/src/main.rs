@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the MESH API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a throwaway CA, a server certificate and client certificates (PEM) for
     /// trying mutual TLS locally. Not for production.
     DevCerts(DevCertsArgs),
@@ -145,7 +145,7 @@ struct ServeArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::DevCerts(args) => {
             let made = mesh_server::devcerts::generate(&args.out, &args.hosts, &args.clients)?;
             println!("CA:          {}", made.ca.display());
