@@ -138,7 +138,11 @@ impl AppState {
             // Kept until the token's own time plus the window: after that the clock check
             // refuses it. Without a clock check, tokens are remembered for a day.
             let keep = window.unwrap_or(TimeDelta::hours(24));
-            let expires_at = token.time().unwrap_or_else(Utc::now) + keep;
+            let expires_at = token
+                .time()
+                .unwrap_or_else(Utc::now)
+                .checked_add_signed(keep)
+                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
             let count = token.nonce_count.parse::<u64>().unwrap_or(u64::MAX);
             let first = self
                 .store()
