@@ -13,6 +13,8 @@ use mesh_protocol::headers::{accepts_gzip, parse_flag};
 use mesh_protocol::{ids, ApiVersion, ChunkRange, SendHeaders, WorkflowFilter};
 use std::collections::HashMap;
 
+// Copied from API.md 4.1 on purpose, not imported from `headers.rs`: the target checks the
+// parser against the reference, so a wrong limit in the parser cannot also fix the oracle.
 const LIMITS: [(&str, usize); 9] = [
     ("mex-to", 100),
     ("mex-workflowid", 300),
