@@ -1,7 +1,7 @@
 //! Shared server state and the per-request context every handler starts from.
 
 use crate::audit;
-use crate::config::ServerConfig;
+use crate::config::{RateLimit, ServerConfig};
 use crate::directory::{Directory, DirectorySource};
 use crate::error::ApiError;
 use crate::ratelimit::MailboxRates;
@@ -34,7 +34,12 @@ impl AppState {
         source: DirectorySource,
     ) -> Result<Self, crate::directory::DirectoryError> {
         let directory = Directory::load(&source)?;
-        let rates = config.rate_limit.map(MailboxRates::new);
+        // Nodes sharing a store count requests in the store, so the limit holds across
+        // all of them; a lone node counts in memory.
+        let rates = config
+            .rate_limit
+            .filter(|_| !store.is_shared())
+            .map(MailboxRates::new);
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -133,6 +138,8 @@ impl AppState {
                 audit::rate_limited(&mailbox.mailbox_id);
                 return Err(MeshError::rate_limited(wait.max(1)));
             }
+        } else if let Some(limit) = config.rate_limit {
+            self.check_shared_rate(&mailbox.mailbox_id, limit).await?;
         }
         if config.replay_check {
             // Kept until the token's own time plus the window: after that the clock check
@@ -159,6 +166,35 @@ impl AppState {
             }
         }
         Ok(mailbox.clone())
+    }
+}
+
+impl AppState {
+    /// The rate limit across every node sharing the store: a fixed window of
+    /// `burst / per_second` seconds (at least one) that admits `burst` requests, counted in
+    /// the store. Coarser than the in-memory token bucket, but one count per request is
+    /// all it costs and no node can grant a mailbox more than its share.
+    async fn check_shared_rate(&self, mailbox: &str, limit: RateLimit) -> Result<(), MeshError> {
+        let per_second = u64::from(limit.per_second.max(1));
+        let burst = u64::from(limit.burst.max(limit.per_second).max(1));
+        let window = burst.div_ceil(per_second).max(1) as i64;
+        let now = Utc::now().timestamp();
+        let start = now - now.rem_euclid(window);
+        let hits = self
+            .store()
+            .meta
+            .count_request(mailbox, start)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "counting a request for the rate limit failed");
+                MeshError::unavailable()
+            })?;
+        if hits > burst {
+            audit::rate_limited(mailbox);
+            let wait = (start + window - now).max(1) as u64;
+            return Err(MeshError::rate_limited(wait));
+        }
+        Ok(())
     }
 }
 

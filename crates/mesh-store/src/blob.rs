@@ -3,15 +3,21 @@
 use crate::error::{Result, StoreError};
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{GetResultPayload, ObjectStore, PutPayload, WriteMultipart};
+use object_store::prefix::PrefixStore;
+use object_store::{
+    ClientOptions, GetResultPayload, ObjectStore, PutPayload, RetryConfig, WriteMultipart,
+};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio_util::io::ReaderStream;
 
 /// A stream of payload bytes.
@@ -25,8 +31,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, key: &str, prefix: Bytes, rest: ByteStream) -> Result<u64>;
     async fn get(&self, key: &str) -> Result<ByteStream>;
     async fn delete(&self, key: &str) -> Result<()>;
-    /// Every stored key (for garbage collection of blobs whose metadata never committed).
-    async fn list(&self) -> Result<Vec<String>>;
+    /// Every stored key with the time it was written (for garbage collection of blobs
+    /// whose metadata never committed: only ones older than any upload in flight).
+    async fn list(&self) -> Result<Vec<(String, DateTime<Utc>)>>;
+    /// Succeeds when the store answers (readiness).
+    async fn ping(&self) -> Result<()>;
 }
 
 /// Chunks as files under a directory, written through `object_store`'s local backend
@@ -81,51 +90,9 @@ impl LocalBlobStore {
 
 #[async_trait]
 impl BlobStore for LocalBlobStore {
-    async fn put(&self, key: &str, prefix: Bytes, mut rest: ByteStream) -> Result<u64> {
+    async fn put(&self, key: &str, prefix: Bytes, rest: ByteStream) -> Result<u64> {
         let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
-        // A payload that fits in one part is written with a single `put` (one staging file
-        // write and rename); only larger ones pay for the multipart machinery.
-        let mut head = vec![prefix];
-        let mut total: u64 = head.iter().map(|b| b.len() as u64).sum();
-        while total <= PART_SIZE as u64 {
-            match rest.next().await {
-                Some(Ok(bytes)) => {
-                    total += bytes.len() as u64;
-                    head.push(bytes);
-                }
-                Some(Err(e)) => return Err(e),
-                None => {
-                    self.store
-                        .put(&location, head.into_iter().collect::<PutPayload>())
-                        .await?;
-                    self.sync(key).await?;
-                    return Ok(total);
-                }
-            }
-        }
-        let upload = self.store.put_multipart(&location).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        for piece in head {
-            writer.put(piece);
-        }
-        let failure = loop {
-            match rest.next().await {
-                Some(Ok(bytes)) => {
-                    total += bytes.len() as u64;
-                    if let Err(e) = writer.wait_for_capacity(2).await {
-                        break Some(StoreError::from(e));
-                    }
-                    writer.put(bytes);
-                }
-                Some(Err(e)) => break Some(e),
-                None => break None,
-            }
-        };
-        if let Some(e) = failure {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-        writer.finish().await?;
+        let total = put_object(self.store.as_ref(), &location, prefix, rest, PART_SIZE).await?;
         self.sync(key).await?;
         Ok(total)
     }
@@ -151,19 +118,200 @@ impl BlobStore for LocalBlobStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<String>> {
-        let mut keys = Vec::new();
-        let mut listing = self.store.list(None);
-        while let Some(meta) = listing.next().await {
-            keys.push(meta?.location.to_string());
-        }
-        Ok(keys)
+    async fn list(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        list_objects(self.store.as_ref()).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        delete_object(self.store.as_ref(), key).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        tokio::fs::metadata(&self.root).await?;
+        Ok(())
+    }
+}
+
+/// Writes `prefix` then `rest` to `location`: a payload that fits in one part with a
+/// single `put`, a larger one as a multipart upload of `part_size` parts with at most two
+/// in flight, so one upload holds a bounded amount of memory whatever its size. An error
+/// from the body aborts the upload, leaving nothing behind.
+async fn put_object(
+    store: &dyn ObjectStore,
+    location: &ObjectPath,
+    prefix: Bytes,
+    mut rest: ByteStream,
+    part_size: usize,
+) -> Result<u64> {
+    let mut head = vec![prefix];
+    let mut total: u64 = head.iter().map(|b| b.len() as u64).sum();
+    while total <= part_size as u64 {
+        match rest.next().await {
+            Some(Ok(bytes)) => {
+                total += bytes.len() as u64;
+                head.push(bytes);
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                store
+                    .put(location, head.into_iter().collect::<PutPayload>())
+                    .await?;
+                return Ok(total);
+            }
+        }
+    }
+    let upload = store.put_multipart(location).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
+    for piece in head {
+        writer.put(piece);
+    }
+    let failure = loop {
+        match rest.next().await {
+            Some(Ok(bytes)) => {
+                total += bytes.len() as u64;
+                if let Err(e) = writer.wait_for_capacity(2).await {
+                    break Some(StoreError::from(e));
+                }
+                writer.put(bytes);
+            }
+            Some(Err(e)) => break Some(e),
+            None => break None,
+        }
+    };
+    if let Some(e) = failure {
+        let _ = writer.abort().await;
+        return Err(e);
+    }
+    writer.finish().await?;
+    Ok(total)
+}
+
+async fn list_objects(store: &dyn ObjectStore) -> Result<Vec<(String, DateTime<Utc>)>> {
+    let mut keys = Vec::new();
+    let mut listing = store.list(None);
+    while let Some(meta) = listing.next().await {
+        let meta = meta?;
+        keys.push((meta.location.to_string(), meta.last_modified));
+    }
+    Ok(keys)
+}
+
+async fn delete_object(store: &dyn ObjectStore, key: &str) -> Result<()> {
+    let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
+    match store.delete(&location).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where and how to reach an S3-compatible object store. Credentials are not here: they
+/// come from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, or the other
+/// sources `object_store` reads), so they never appear in a process listing or a log.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint of a self-hosted store (Garage, Ceph, MinIO…); unset for AWS S3.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Address buckets as `https://host/bucket` (what self-hosted stores expect) rather
+    /// than `https://bucket.host`.
+    pub path_style: bool,
+}
+
+/// S3 parts must be at least 5 MiB (all but the last).
+const S3_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Chunks as objects in an S3-compatible store, under a key prefix. A successful S3 PUT
+/// (or multipart completion) is durable, so `put` returns only after it.
+pub struct S3BlobStore {
+    store: Arc<dyn ObjectStore>,
+    describe: String,
+}
+
+impl S3BlobStore {
+    /// Opens `s3://bucket[/prefix]`. Nothing is contacted until the first request.
+    pub fn open(url: &str, options: &S3Options) -> Result<Self> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| {
+            StoreError::Config(format!("blob URL must start with s3:// or file://: {url}"))
+        })?;
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b, p.trim_matches('/')),
+            None => (rest, ""),
+        };
+        if bucket.is_empty() {
+            return Err(StoreError::Config(format!(
+                "blob URL names no bucket: {url}"
+            )));
+        }
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_virtual_hosted_style_request(!options.path_style)
+            // Fail a request in seconds while the store is away rather than hold the
+            // client: MESH clients retry a 5xx themselves.
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            );
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(region) = &options.region {
+            builder = builder.with_region(region);
+        }
+        let s3: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            s3
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        Ok(S3BlobStore {
+            store,
+            describe: format!("s3://{bucket}/{prefix}"),
+        })
+    }
+}
+
+impl std::fmt::Debug for S3BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3BlobStore({})", self.describe)
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn put(&self, key: &str, prefix: Bytes, rest: ByteStream) -> Result<u64> {
         let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
-        match self.store.delete(&location).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        put_object(self.store.as_ref(), &location, prefix, rest, S3_PART_SIZE).await
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        let location = ObjectPath::parse(key).map_err(object_store::Error::from)?;
+        let result = self.store.get(&location).await?;
+        Ok(result
+            .into_stream()
+            .map(|r| r.map_err(StoreError::from))
+            .boxed())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        delete_object(self.store.as_ref(), key).await
+    }
+
+    async fn list(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        list_objects(self.store.as_ref()).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        // A HEAD of a key that is never written: "not found" proves the store answers.
+        match self.store.head(&ObjectPath::from("readiness-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

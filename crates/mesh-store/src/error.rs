@@ -11,6 +11,9 @@ pub enum StoreError {
     Blob(#[from] object_store::Error),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The store configuration (a URL, an option) is unusable.
+    #[error("store configuration: {0}")]
+    Config(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     /// A group commit failed; every write in the batch failed with it.

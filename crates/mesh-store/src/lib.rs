@@ -1,8 +1,8 @@
 //! MESH storage: message metadata in a [`MetaStore`], payload chunks in a [`BlobStore`].
 //!
 //! The two are separate traits because they scale separately: metadata is small and
-//! transactional (SQLite here, PostgreSQL later), payloads are large and streamed (local
-//! files here, S3-compatible object storage later). [`Store`] joins them and holds the
+//! transactional (SQLite embedded, PostgreSQL shared by many nodes), payloads are large and
+//! streamed (local files embedded, S3-compatible object storage shared). [`Store`] joins them and holds the
 //! one rule that makes a crash harmless: a chunk's bytes are durable in the blob store
 //! *before* the metadata transaction that makes them reachable commits.
 
@@ -10,11 +10,13 @@ mod blob;
 mod error;
 mod group;
 mod meta;
+mod postgres;
 mod sqlite;
 mod store;
 
-pub use blob::{BlobStore, ByteStream, LocalBlobStore};
+pub use blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
 pub use error::StoreError;
 pub use meta::{AckOutcome, ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+pub use postgres::{PgMetaStore, PgOptions};
 pub use sqlite::SqliteMetaStore;
-pub use store::{Store, StoreConfig};
+pub use store::{redact_url, BackendSpec, Store, StoreConfig};

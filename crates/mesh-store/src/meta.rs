@@ -150,4 +150,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Forgets a use, so that a client retrying a request the server failed (5xx, 425,
     /// 429) with the identical token is not refused as a replay.
     async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()>;
+
+    /// Takes or renews the lease `name` for `holder` until `ttl` from now, and returns
+    /// whether `holder` holds it. A job that one node at a time should run (garbage
+    /// collection) takes a lease first, so the lease lives where every node sees it and
+    /// passes to another node when its holder dies.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool>;
+
+    /// Counts one request by `mailbox` in the fixed window that starts at `window_start`
+    /// (Unix seconds) and returns the count so far, for a rate limit that holds across all
+    /// the nodes sharing this store. Windows older than a minute are swept.
+    async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64>;
 }

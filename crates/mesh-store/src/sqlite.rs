@@ -34,7 +34,8 @@ pub struct SqliteMetaStore {
     tokens: TokenLog,
 }
 
-/// Used authentication tokens, in a database file of their own beside the main one.
+/// Used authentication tokens (and leases and rate-limit windows), in a database file of
+/// their own beside the main one.
 ///
 /// Every authenticated request records its token, so these writes are as frequent as
 /// requests. They go to their own file with `synchronous=NORMAL`: a process crash keeps
@@ -77,6 +78,25 @@ impl TokenLog {
         sqlx::query("CREATE INDEX IF NOT EXISTS used_tokens_expiry ON used_tokens (expires_at)")
             .execute(&pool)
             .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS leases (
+                name TEXT PRIMARY KEY NOT NULL,
+                holder TEXT NOT NULL,
+                expires_at INTEGER NOT NULL
+            )",
+        )
+        .execute(&pool)
+        .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS rate_windows (
+                mailbox TEXT NOT NULL,
+                window_start INTEGER NOT NULL,
+                hits INTEGER NOT NULL,
+                PRIMARY KEY (mailbox, window_start)
+            ) WITHOUT ROWID",
+        )
+        .execute(&pool)
+        .await?;
         Ok(TokenLog {
             pool,
             last_sweep: AtomicI64::new(0),
@@ -102,6 +122,10 @@ impl TokenLog {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
+            sqlx::query("DELETE FROM rate_windows WHERE window_start < ?")
+                .bind(now - 60)
+                .execute(&self.pool)
+                .await?;
         }
         let done = sqlx::query(
             "INSERT INTO used_tokens (mailbox, nonce, count, expires_at) VALUES (?, ?, ?, ?)
@@ -114,6 +138,37 @@ impl TokenLog {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Utc::now().timestamp();
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                 expires_at = excluded.expires_at
+             WHERE leases.expires_at < ? OR leases.holder = excluded.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now.saturating_add(ttl.as_secs() as i64))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count(&self, mailbox: &str, window_start: i64) -> Result<u64> {
+        let row = sqlx::query(
+            "INSERT INTO rate_windows (mailbox, window_start, hits) VALUES (?, ?, 1)
+             ON CONFLICT (mailbox, window_start) DO UPDATE SET hits = hits + 1
+             RETURNING hits",
+        )
+        .bind(mailbox)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await?;
+        let hits: i64 = row.try_get("hits")?;
+        Ok(hits.max(0) as u64)
     }
 
     async fn release(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
@@ -138,7 +193,7 @@ impl SqliteMetaStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let mut conn = options.connect().await?;
-        sqlx::migrate!("./migrations").run(&mut conn).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
         let last: i64 = sqlx::query("SELECT COALESCE(MAX(inbox_seq), 0) AS seq FROM messages")
             .fetch_one(&mut conn)
             .await?
@@ -657,5 +712,13 @@ impl MetaStore for SqliteMetaStore {
 
     async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
         self.tokens.release(mailbox, nonce, count).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        self.tokens.lease(name, holder, ttl).await
+    }
+
+    async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
+        self.tokens.count(mailbox, window_start).await
     }
 }

@@ -1,13 +1,63 @@
 //! [`Store`]: metadata and payloads together, and the ordering rule between them.
 
-use crate::blob::{BlobStore, ByteStream, LocalBlobStore};
+use crate::blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
 use crate::error::{Result, StoreError};
 use crate::meta::{ChunkLocation, ChunkRecord, MetaStore};
+use crate::postgres::{PgMetaStore, PgOptions};
 use crate::sqlite::SqliteMetaStore;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Which backends a node uses. Unset URLs mean the embedded default in the data
+/// directory: SQLite for metadata, files for payloads.
+#[derive(Clone, Default)]
+pub struct BackendSpec {
+    /// `postgres://…`: metadata in PostgreSQL, shared by every node pointing at it.
+    pub database_url: Option<String>,
+    /// `s3://bucket[/prefix]` or `file:///path` (a directory every node mounts).
+    pub blob_url: Option<String>,
+    pub s3: S3Options,
+    pub pg: PgOptions,
+}
+
+impl std::fmt::Debug for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendSpec")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("blob_url", &self.blob_url)
+            .field("s3", &self.s3)
+            .field("pg", &self.pg)
+            .finish()
+    }
+}
+
+/// A URL with its password (if any) replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                url.to_string()
+            }
+        }
+        None => url.to_string(),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -31,6 +81,7 @@ pub struct Store {
     pub meta: Arc<dyn MetaStore>,
     pub blobs: Arc<dyn BlobStore>,
     inline_max: usize,
+    shared: bool,
 }
 
 impl Store {
@@ -39,7 +90,61 @@ impl Store {
             meta,
             blobs,
             inline_max: config.inline_max,
+            shared: false,
         }
+    }
+
+    /// Marks the store as shared with other nodes: garbage collection then spares recent
+    /// payloads, which may belong to another node's upload in flight.
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// True when other nodes may be writing to the same store.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Opens the backends `spec` names, defaulting to the embedded ones in `dir`.
+    pub async fn open(dir: &Path, spec: &BackendSpec, config: &StoreConfig) -> Result<Self> {
+        let meta: Arc<dyn MetaStore> = match &spec.database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Arc::new(PgMetaStore::connect(url, &spec.pg).await?)
+            }
+            Some(url) if url.starts_with("sqlite://") => {
+                let path = PathBuf::from(url.trim_start_matches("sqlite://"));
+                Arc::new(SqliteMetaStore::open(&path, config.readers).await?)
+            }
+            Some(url) => {
+                return Err(StoreError::Config(format!(
+                    "database URL must start with postgres:// or sqlite://: {}",
+                    redact_url(url)
+                )))
+            }
+            None => {
+                std::fs::create_dir_all(dir)?;
+                Arc::new(SqliteMetaStore::open(&dir.join("mesh.db"), config.readers).await?)
+            }
+        };
+        let blobs: Arc<dyn BlobStore> = match &spec.blob_url {
+            Some(url) if url.starts_with("file://") => Arc::new(LocalBlobStore::open(Path::new(
+                url.trim_start_matches("file://"),
+            ))?),
+            Some(url) => Arc::new(S3BlobStore::open(url, &spec.s3)?),
+            None => {
+                std::fs::create_dir_all(dir)?;
+                Arc::new(LocalBlobStore::open(&dir.join("chunks"))?)
+            }
+        };
+        let shared = spec.database_url.is_some() || spec.blob_url.is_some();
+        Ok(Self::new(meta, blobs, config).shared(shared))
+    }
+
+    /// Both stores answer (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        self.meta.ping().await?;
+        self.blobs.ping().await
     }
 
     /// The embedded default: `<dir>/mesh.db` (SQLite) and `<dir>/chunks/` (files).
@@ -131,13 +236,18 @@ impl Store {
         }
     }
 
-    /// Deletes payloads that no chunk record refers to: the leftovers of a crash between
-    /// writing a payload and committing its metadata, or of a failed delete. Safe only when
-    /// no upload is in flight, so the server runs it at start, before it listens.
-    pub async fn collect_garbage(&self) -> Result<usize> {
+    /// Deletes payloads that no chunk record refers to and that were written more than
+    /// `min_age` ago: the leftovers of a crash (or a failed metadata commit) between
+    /// writing a payload and committing its metadata, or of a failed delete. `min_age`
+    /// must exceed the longest upload, so that a payload whose metadata is about to commit
+    /// (on this node or another) is never taken; zero is safe only before a lone node
+    /// listens.
+    pub async fn collect_garbage(&self, min_age: Duration) -> Result<usize> {
+        let cutoff = chrono::Utc::now()
+            - chrono::TimeDelta::from_std(min_age).unwrap_or(chrono::TimeDelta::MAX);
         let mut removed = 0;
-        for key in self.blobs.list().await? {
-            if !self.meta.blob_referenced(&key).await? {
+        for (key, written) in self.blobs.list().await? {
+            if written <= cutoff && !self.meta.blob_referenced(&key).await? {
                 self.blobs.delete(&key).await?;
                 removed += 1;
             }

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use mesh_server::config::RateLimit;
 use mesh_server::tls::{TlsFiles, TlsReloader};
 use mesh_server::{AppState, DirectorySource, ServerConfig};
-use mesh_store::{Store, StoreConfig};
+use mesh_store::{redact_url, BackendSpec, PgOptions, S3Options, Store, StoreConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -136,6 +136,41 @@ struct ServeArgs {
     /// Requests a mailbox may make in a burst above the sustained rate.
     #[arg(long, env = "OPENSPINE_RATE_BURST", default_value_t = 1000)]
     rate_burst: u32,
+    /// Keep metadata in PostgreSQL (`postgres://user@host:port/db`) instead of SQLite in
+    /// the data directory; every node given the same URL shares it. Put the password in
+    /// the environment variable, not on the command line. Never logged.
+    #[arg(long, env = "OPENSPINE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Connections to PostgreSQL this node holds at most.
+    #[arg(long, env = "OPENSPINE_DATABASE_POOL", default_value_t = 16)]
+    database_pool: u32,
+    /// Seconds a request waits for a PostgreSQL connection (or a statement runs) before
+    /// it fails with a MESH 5xx that clients retry.
+    #[arg(long, env = "OPENSPINE_DATABASE_TIMEOUT_SECS", default_value_t = 5)]
+    database_timeout_secs: u64,
+    /// Keep payloads in an S3-compatible object store (`s3://bucket/prefix`) or a shared
+    /// directory (`file:///path`) instead of the data directory. S3 credentials come from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "OPENSPINE_BLOB_URL")]
+    blob_url: Option<String>,
+    /// Endpoint of a self-hosted S3 store (Garage, Ceph, MinIO), e.g. `http://10.0.0.5:3900`.
+    #[arg(long, env = "OPENSPINE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region (Garage calls its own `garage`).
+    #[arg(long, env = "OPENSPINE_S3_REGION")]
+    s3_region: Option<String>,
+    /// Address buckets as `bucket.host` (AWS style) instead of `host/bucket`, which
+    /// self-hosted stores expect and is the default.
+    #[arg(long, env = "OPENSPINE_S3_VIRTUAL_HOSTED")]
+    s3_virtual_hosted: bool,
+    /// Seconds between sweeps for payloads that no message refers to (one node sweeps
+    /// at a time, under a lease kept in the store).
+    #[arg(long, env = "OPENSPINE_GC_INTERVAL_SECS", default_value_t = 600)]
+    gc_interval_secs: u64,
+    /// A payload is swept only when older than this many seconds, so an upload still in
+    /// flight on some node is never taken. Must exceed the longest chunk upload.
+    #[arg(long, env = "OPENSPINE_GC_MIN_AGE_SECS", default_value_t = 3600)]
+    gc_min_age_secs: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OPENSPINE_LOG_JSON")]
     log_json: bool,
@@ -216,14 +251,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         inline_max: args.inline_max,
         ..StoreConfig::default()
     };
-    let store = Store::open_embedded(&args.data_dir, &store_config)
+    let timeout = Duration::from_secs(args.database_timeout_secs.max(1));
+    let spec = BackendSpec {
+        database_url: args.database_url.clone(),
+        blob_url: args.blob_url.clone(),
+        s3: S3Options {
+            endpoint: args.s3_endpoint.clone(),
+            region: args.s3_region.clone(),
+            path_style: !args.s3_virtual_hosted,
+        },
+        pg: PgOptions {
+            max_connections: args.database_pool.max(1),
+            acquire_timeout: timeout,
+            statement_timeout: timeout.max(Duration::from_secs(30)),
+        },
+    };
+    let metadata = match &args.database_url {
+        Some(url) => redact_url(url),
+        None => format!("sqlite {}", args.data_dir.join("mesh.db").display()),
+    };
+    let payloads = match &args.blob_url {
+        Some(url) => url.clone(),
+        None => format!("files {}", args.data_dir.join("chunks").display()),
+    };
+    let store = Store::open(&args.data_dir, &spec, &store_config)
         .await
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-    match store.collect_garbage().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "removed payloads left unreferenced by a crash"),
-        Err(e) => tracing::warn!(error = %e, "payload garbage collection failed"),
+        .with_context(|| {
+            format!("opening the store (metadata: {metadata}; payloads: {payloads})")
+        })?;
+    if !store.is_shared() {
+        // A lone node before it listens: nothing can be in flight, so no age limit.
+        match store.collect_garbage(Duration::ZERO).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed payloads left unreferenced by a crash"),
+            Err(e) => tracing::warn!(error = %e, "payload garbage collection failed"),
+        }
     }
+    spawn_garbage_collector(
+        store.clone(),
+        Duration::from_secs(args.gc_interval_secs.max(1)),
+        Duration::from_secs(args.gc_min_age_secs),
+    );
     let state = AppState::new(config, store, source).context("loading mailboxes and workflows")?;
     let directory = state.directory();
     if directory.mailbox_count() == 0 {
@@ -247,7 +315,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        data_dir = %args.data_dir.display(),
+        metadata = %metadata,
+        payloads = %payloads,
         mailboxes = directory.mailbox_count(),
         workflows = directory.workflow_count(),
         sandbox = state.config().sandbox,
@@ -258,6 +327,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     mesh_server::serve_with(listener, state, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sweeps payloads that no message refers to, every `interval`, on whichever node holds
+/// the store's `payload-gc` lease. The lease outlives an interval, so one node keeps it
+/// while it lives and another takes over within two intervals when it dies.
+fn spawn_garbage_collector(store: Store, interval: Duration, min_age: Duration) {
+    let holder = format!(
+        "{}-{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into()),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match store
+                .meta
+                .try_lease("payload-gc", &holder, interval * 2)
+                .await
+            {
+                Ok(true) => match store.collect_garbage(min_age).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "removed unreferenced payloads"),
+                    Err(e) => tracing::warn!(error = %e, "payload garbage collection failed"),
+                },
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not take the garbage-collection lease"),
+            }
+        }
+    });
 }
 
 /// SIGHUP re-reads the TLS certificate and key (a rotation needs no restart) and the

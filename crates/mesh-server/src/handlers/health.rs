@@ -18,9 +18,10 @@ pub async fn ping(State(state): State<AppState>) -> Response {
     )
 }
 
-/// Readiness: the store answers queries. Load balancers stop sending traffic on 503.
+/// Readiness: the metadata and payload stores both answer. Load balancers stop sending
+/// traffic on 503, and send it again when the stores are back: nothing here needs a restart.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    match state.store().meta.ping().await {
+    match state.store().ping().await {
         Ok(()) => json_typed(
             StatusCode::OK,
             "application/json",

@@ -1,0 +1,573 @@
+//! The shared metadata store: PostgreSQL through sqlx, for many stateless server nodes.
+//!
+//! Everything a node would otherwise keep to itself lives here: message state, inbox
+//! positions, used tokens, leases and rate-limit windows. Each write is one transaction;
+//! concurrent writers of one message serialise on its row lock (`SELECT … FOR UPDATE`),
+//! and writers that hand out inbox positions serialise per recipient on an advisory lock,
+//! so positions in one inbox are given in commit order.
+//!
+//! Outages: the pool waits at most `acquire_timeout` for a connection and every statement
+//! at most `statement_timeout`, so a request fails fast with an error (a MESH 5xx that
+//! clients retry) instead of hanging while the database is away, and the pool reconnects
+//! by itself when it is back.
+
+use crate::error::{Result, StoreError};
+use crate::meta::{AckOutcome, ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use mesh_protocol::filter::Kind;
+use mesh_protocol::{Event, Message, Status, WorkflowFilter};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+/// How the node talks to PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections this node holds at most.
+    pub max_connections: u32,
+    /// How long a request waits for a free (or new) connection before it fails.
+    pub acquire_timeout: Duration,
+    /// Longest a single statement may run.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct PgMetaStore {
+    pool: PgPool,
+    /// Unix seconds of the last sweep of expired tokens and rate windows by this node.
+    last_sweep: AtomicI64,
+}
+
+/// Expired token records are swept at most this often by each node.
+const SWEEP_SECS: i64 = 60;
+
+impl PgMetaStore {
+    /// Connects and brings the schema up to date. sqlx holds a PostgreSQL advisory lock
+    /// while it migrates, so nodes starting together apply each migration once; a node
+    /// of an older release accepts a schema newer than it knows (expand/contract).
+    pub async fn connect(url: &str, options: &PgOptions) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("openspine")
+            .options([(
+                "statement_timeout",
+                format!("{}ms", options.statement_timeout.as_millis()),
+            )])
+            .log_statements(tracing::log::LevelFilter::Trace);
+        {
+            let mut conn = PgConnection::connect_with(&connect).await?;
+            let mut migrator = sqlx::migrate!("./migrations/postgres");
+            migrator.set_ignore_missing(true);
+            migrator.run(&mut conn).await?;
+            conn.close().await?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .test_before_acquire(true)
+            .connect_with(connect)
+            .await?;
+        Ok(PgMetaStore {
+            pool,
+            last_sweep: AtomicI64::new(0),
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Deletes expired token records and old rate windows, at most once a minute per node.
+    async fn sweep_if_due(&self) -> Result<()> {
+        let now = Utc::now().timestamp();
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now - last < SWEEP_SECS
+            || self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM used_tokens WHERE expires_at < now()")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM rate_windows WHERE window_start < $1")
+            .bind(now - 60)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn encode(message: &Message) -> Result<String> {
+    serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode(row: &PgRow) -> Result<Message> {
+    let record: String = row.try_get("record")?;
+    serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A chunk from a row with `size`, `blob_key`, `data` (all NULL when a join found none).
+fn chunk_from_row(row: &PgRow) -> Result<Option<ChunkRecord>> {
+    let Some(size) = row.try_get::<Option<i64>, _>("size")? else {
+        return Ok(None);
+    };
+    let key: Option<String> = row.try_get("blob_key")?;
+    let location = match key {
+        Some(k) => ChunkLocation::Blob(k),
+        None => {
+            let data: Option<Vec<u8>> = row.try_get("data")?;
+            ChunkLocation::Inline(Bytes::from(data.unwrap_or_default()))
+        }
+    };
+    Ok(Some(ChunkRecord {
+        size: size.max(0) as u64,
+        location,
+    }))
+}
+
+fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>) {
+    match &chunk.location {
+        ChunkLocation::Inline(b) => (None, Some(b.as_ref())),
+        ChunkLocation::Blob(k) => (Some(k.as_str()), None),
+    }
+}
+
+/// The next position in `recipient`'s inbox. The advisory lock is held until the
+/// transaction ends, so another transaction for the same inbox draws its position only
+/// after this one committed: positions become visible in increasing order, which is what
+/// lets a poller resume "after N" without missing a message.
+async fn next_seq(tx: &mut PgConnection, recipient: &str) -> Result<i64> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(recipient)
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query("SELECT nextval('inbox_seq') AS seq")
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(row.try_get("seq")?)
+}
+
+async fn load_for_update(tx: &mut PgConnection, id: &str) -> Result<Option<Message>> {
+    let row = sqlx::query("SELECT record FROM messages WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+async fn save(tx: &mut PgConnection, message: &Message, seq: Option<i64>) -> Result<()> {
+    let mut q = QueryBuilder::<Postgres>::new("UPDATE messages SET status = ");
+    q.push_bind(message.status().as_str())
+        .push(", record = ")
+        .push_bind(encode(message)?);
+    if let Some(seq) = seq {
+        q.push(", inbox_seq = ").push_bind(seq);
+    }
+    q.push(" WHERE id = ").push_bind(&message.message_id);
+    q.build().execute(&mut *tx).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetaStore for PgMetaStore {
+    async fn create_message(&self, message: &Message, first: &ChunkRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let seq = if message.status() == Status::Accepted {
+            Some(next_seq(&mut tx, &message.recipient.mailbox_id).await?)
+        } else {
+            None
+        };
+        sqlx::query(
+            "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, local_id, status, \
+             total_chunks, inbox_seq, created, record) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&message.message_id)
+        .bind(&message.sender.mailbox_id)
+        .bind(&message.recipient.mailbox_id)
+        .bind(&message.workflow_id)
+        .bind(&message.metadata.local_id)
+        .bind(message.status().as_str())
+        .bind(message.total_chunks as i32)
+        .bind(seq)
+        .bind(message.created)
+        .bind(encode(message)?)
+        .execute(&mut *tx)
+        .await?;
+        if message.total_chunks > 0 {
+            let (key, data) = chunk_columns(first);
+            sqlx::query(
+                "INSERT INTO chunks (message_id, chunk_no, size, blob_key, data) \
+                 VALUES ($1, 1, $2, $3, $4)",
+            )
+            .bind(&message.message_id)
+            .bind(first.size as i64)
+            .bind(key)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_chunk(
+        &self,
+        message_id: &str,
+        number: u32,
+        chunk: &ChunkRecord,
+        now: DateTime<Utc>,
+    ) -> Result<PutChunkOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
+            return Ok(PutChunkOutcome::NoSuchMessage);
+        };
+        if message.status() != Status::Uploading {
+            return Ok(PutChunkOutcome::NotUploading);
+        }
+        let (key, data) = chunk_columns(chunk);
+        // The old row's key, read in the same statement that replaces it.
+        let old = sqlx::query(
+            "WITH old AS (SELECT blob_key FROM chunks WHERE message_id = $1 AND chunk_no = $2) \
+             , put AS (INSERT INTO chunks (message_id, chunk_no, size, blob_key, data) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id, chunk_no) DO UPDATE \
+                 SET size = EXCLUDED.size, blob_key = EXCLUDED.blob_key, data = EXCLUDED.data) \
+             SELECT blob_key FROM old",
+        )
+        .bind(message_id)
+        .bind(number as i32)
+        .bind(chunk.size as i64)
+        .bind(key)
+        .bind(data)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let replaced: Option<String> = match old {
+            Some(row) => row.try_get("blob_key")?,
+            None => None,
+        };
+        // The CTE's insert is not visible to the statement that made it: count afterwards.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0)::BIGINT AS bytes FROM chunks \
+             WHERE message_id = $1",
+        )
+        .bind(message_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored: i64 = row.try_get("n")?;
+        let completed = stored >= message.total_chunks as i64;
+        if completed {
+            let bytes: i64 = row.try_get("bytes")?;
+            message.file_size = bytes.max(0) as u64;
+            message.events.insert(0, Event::new(Status::Accepted, now));
+            let seq = next_seq(&mut tx, &message.recipient.mailbox_id).await?;
+            save(&mut tx, &message, Some(seq)).await?;
+        }
+        tx.commit().await?;
+        Ok(PutChunkOutcome::Stored {
+            completed,
+            replaced: replaced.filter(|k| Some(k.as_str()) != key),
+        })
+    }
+
+    async fn message(&self, message_id: &str) -> Result<Option<Message>> {
+        let row = sqlx::query("SELECT record FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn stored_bytes(&self, message_id: &str) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(size), 0)::BIGINT AS bytes FROM chunks WHERE message_id = $1",
+        )
+        .bind(message_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let bytes: i64 = row.try_get("bytes")?;
+        Ok(bytes.max(0) as u64)
+    }
+
+    async fn chunk(&self, message_id: &str, number: u32) -> Result<Option<ChunkRecord>> {
+        let row = sqlx::query(
+            "SELECT size, blob_key, data FROM chunks WHERE message_id = $1 AND chunk_no = $2",
+        )
+        .bind(message_id)
+        .bind(number as i32)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(chunk_from_row)
+            .transpose()
+            .map(Option::flatten)
+    }
+
+    async fn message_with_chunk(
+        &self,
+        message_id: &str,
+        number: u32,
+    ) -> Result<Option<(Message, Option<ChunkRecord>)>> {
+        let row = sqlx::query(
+            "SELECT m.record, c.size, c.blob_key, c.data FROM messages m \
+             LEFT JOIN chunks c ON c.message_id = m.id AND c.chunk_no = $1 WHERE m.id = $2",
+        )
+        .bind(number as i32)
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((decode(&row)?, chunk_from_row(&row)?)))
+    }
+
+    async fn inbox(
+        &self,
+        mailbox: &str,
+        after: Option<i64>,
+        filter: Option<&WorkflowFilter>,
+        limit: u32,
+    ) -> Result<Vec<InboxEntry>> {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT id, inbox_seq FROM messages WHERE status = 'accepted' AND in_inbox \
+             AND recipient_id = ",
+        );
+        q.push_bind(mailbox);
+        if let Some(after) = after {
+            q.push(" AND inbox_seq > ").push_bind(after);
+        }
+        if let Some(f) = filter {
+            let (negate, kind, needle) = f.parts();
+            q.push(if negate { " AND NOT (" } else { " AND (" });
+            match kind {
+                Kind::Equals => q.push("workflow_id = ").push_bind(needle.to_string()),
+                // starts_with/strpos are exact and case-sensitive, unlike LIKE.
+                Kind::StartsWith => q
+                    .push("starts_with(workflow_id, ")
+                    .push_bind(needle.to_string())
+                    .push(")"),
+                Kind::Contains => q
+                    .push("strpos(workflow_id, ")
+                    .push_bind(needle.to_string())
+                    .push(") > 0"),
+            };
+            q.push(")");
+        }
+        q.push(" ORDER BY inbox_seq LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InboxEntry {
+                    seq: r.try_get("inbox_seq")?,
+                    message_id: r.try_get("id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn inbox_position(&self, mailbox: &str, message_id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT inbox_seq FROM messages WHERE id = $1 AND recipient_id = $2 \
+             AND inbox_seq IS NOT NULL",
+        )
+        .bind(message_id)
+        .bind(mailbox)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("inbox_seq")).transpose()?)
+    }
+
+    async fn inbox_count(&self, mailbox: &str) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM messages WHERE status = 'accepted' AND in_inbox \
+             AND recipient_id = $1",
+        )
+        .bind(mailbox)
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn acknowledge(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AckOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
+            return Ok(AckOutcome::NoSuchMessage);
+        };
+        if message.recipient.mailbox_id != recipient {
+            return Ok(AckOutcome::NotRecipient);
+        }
+        if message.status() != Status::Accepted {
+            return Ok(AckOutcome::Unchanged);
+        }
+        message
+            .events
+            .insert(0, Event::new(Status::Acknowledged, now));
+        save(&mut tx, &message, None).await?;
+        tx.commit().await?;
+        Ok(AckOutcome::Acknowledged)
+    }
+
+    async fn by_local_id(&self, sender: &str, local_id: &str) -> Result<Vec<Message>> {
+        let rows = sqlx::query(
+            "SELECT record FROM messages WHERE sender_id = $1 AND local_id = $2 \
+             AND local_id <> '' AND in_outbox LIMIT 2",
+        )
+        .bind(sender)
+        .bind(local_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn in_outbox(&self, sender: &str, message_id: &str) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 FROM messages WHERE id = $1 AND sender_id = $2 AND in_outbox")
+                .bind(message_id)
+                .bind(sender)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    async fn add_event(&self, message_id: &str, event: &Event) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let Some(mut message) = load_for_update(&mut tx, message_id).await? else {
+            return Ok(false);
+        };
+        message.events.insert(0, event.clone());
+        let seq = if event.status == Status::Accepted {
+            Some(next_seq(&mut tx, &message.recipient.mailbox_id).await?)
+        } else {
+            None
+        };
+        save(&mut tx, &message, seq).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reset_all(&self) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("DELETE FROM chunks WHERE blob_key IS NOT NULL RETURNING blob_key")
+            .fetch_all(&mut *tx)
+            .await?;
+        let keys = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("blob_key"))
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("DELETE FROM chunks").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM messages")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    async fn reset_mailbox(&self, mailbox: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE messages SET in_inbox = FALSE WHERE recipient_id = $1")
+            .bind(mailbox)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE messages SET in_outbox = FALSE WHERE sender_id = $1")
+            .bind(mailbox)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn blob_referenced(&self, key: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM chunks WHERE blob_key = $1 LIMIT 1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn use_token(
+        &self,
+        mailbox: &str,
+        nonce: &str,
+        count: u64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.sweep_if_due().await?;
+        let done = sqlx::query(
+            "INSERT INTO used_tokens (mailbox, nonce, count, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(mailbox)
+        .bind(nonce)
+        .bind(count.min(i64::MAX as u64) as i64)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
+        sqlx::query("DELETE FROM used_tokens WHERE mailbox = $1 AND nonce = $2 AND count = $3")
+            .bind(mailbox)
+            .bind(nonce)
+            .bind(count.min(i64::MAX as u64) as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) \
+             VALUES ($1, $2, now() + make_interval(secs => $3)) \
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
+                 expires_at = EXCLUDED.expires_at \
+             WHERE leases.expires_at < now() OR leases.holder = EXCLUDED.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
+        let row = sqlx::query(
+            "INSERT INTO rate_windows (mailbox, window_start, hits) VALUES ($1, $2, 1) \
+             ON CONFLICT (mailbox, window_start) \
+             DO UPDATE SET hits = rate_windows.hits + 1 RETURNING hits",
+        )
+        .bind(mailbox)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await?;
+        let hits: i64 = row.try_get("hits")?;
+        Ok(hits.max(0) as u64)
+    }
+}

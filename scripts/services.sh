@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL and S3 (Garage) servers for the tests, started from nothing.
+#
+# Source it, then call:
+#   services_start            # both; exports the variables below
+#   services_stop             # stops and deletes both (also runs on EXIT when sourced by test.sh)
+#   pg_stop / pg_start        # stop and restart the PostgreSQL server (resilience test)
+#
+# Exports: OPENSPINE_TEST_DATABASE_URL (server URL, database `postgres`), PG_PORT, PG_DATA,
+# OPENSPINE_TEST_BLOB_URL (s3://openspine-test), OPENSPINE_TEST_S3_ENDPOINT,
+# OPENSPINE_TEST_S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.
+#
+# PostgreSQL: Debian's binaries (installed with apt-get when absent), initdb into a temporary
+# directory, on a free loopback port; never a server that happens to be running already.
+# Garage: `cargo install garage` from crates.io once, cached in $OPENSPINE_CACHE (default
+# ~/.cache/openspine) so later runs start in a second; single node, replication factor 1.
+
+OPENSPINE_CACHE=${OPENSPINE_CACHE:-$HOME/.cache/openspine}
+GARAGE_VERSION=2.5.0
+SERVICES_DIR=""
+
+services_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+pg_bin_dir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  command -v initdb >/dev/null && { dirname "$(readlink -f "$(command -v initdb)")"; return 0; }
+  return 1
+}
+
+pg_install() {
+  pg_bin_dir >/dev/null && return 0
+  echo "PostgreSQL binaries not found: installing Debian's postgresql" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  # The package starts its own cluster on 5432; the tests never use it.
+  pg_bin_dir >/dev/null
+}
+
+# Runs a PostgreSQL tool as an unprivileged user: initdb and postgres refuse to run as root.
+pg_as() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_start() {
+  local bin; bin=$(pg_bin_dir) || return 1
+  pg_as "$bin/pg_ctl" -D "$PG_DATA" -l "$SERVICES_DIR/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -k $SERVICES_DIR/pgsock -c listen_addresses=127.0.0.1" start >/dev/null
+}
+
+pg_stop() {
+  local bin; bin=$(pg_bin_dir) || return 1
+  pg_as "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null
+}
+
+postgres_start() {
+  pg_install || { echo "cannot install PostgreSQL" >&2; return 1; }
+  local bin; bin=$(pg_bin_dir)
+  PG_DATA=$SERVICES_DIR/pgdata
+  PG_PORT=$(services_free_port)
+  mkdir -p "$SERVICES_DIR/pgsock"
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$SERVICES_DIR" "$SERVICES_DIR/pgsock"
+  fi
+  pg_as "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --no-sync >"$SERVICES_DIR/initdb.log" 2>&1 \
+    || { cat "$SERVICES_DIR/initdb.log" >&2; return 1; }
+  # Durable commits as in production (fsync on); generous connections for the cluster test.
+  printf "max_connections = 300\nshared_buffers = 128MB\n" >>"$PG_DATA/postgresql.conf"
+  pg_start || { cat "$SERVICES_DIR/postgres.log" >&2; return 1; }
+  export PG_DATA PG_PORT
+  export OPENSPINE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT" >&2
+}
+
+garage_bin() {
+  local cached=$OPENSPINE_CACHE/garage-$GARAGE_VERSION/bin/garage
+  if [ ! -x "$cached" ]; then
+    echo "building Garage $GARAGE_VERSION from crates.io (once; cached in $OPENSPINE_CACHE)" >&2
+    CARGO_TARGET_DIR=$OPENSPINE_CACHE/garage-build cargo install garage --version "$GARAGE_VERSION" \
+      --locked --no-default-features --features bundled-libs,sqlite \
+      --root "$OPENSPINE_CACHE/garage-$GARAGE_VERSION" >&2 || return 1
+    rm -rf "$OPENSPINE_CACHE/garage-build"
+  fi
+  echo "$cached"
+}
+
+garage_start() {
+  local g; g=$(garage_bin) || { echo "cannot build Garage" >&2; return 1; }
+  local dir=$SERVICES_DIR/garage rpc s3 admin
+  mkdir -p "$dir/meta" "$dir/data"
+  rpc=$(services_free_port); s3=$(services_free_port); admin=$(services_free_port)
+  cat >"$dir/garage.toml" <<EOF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin"
+EOF
+  GARAGE_CONFIG_FILE=$dir/garage.toml RUST_LOG=warn "$g" server >"$dir/garage.log" 2>&1 &
+  echo $! >"$dir/pid"
+  export GARAGE_CONFIG_FILE=$dir/garage.toml
+  local id="" i
+  for i in $(seq 1 100); do
+    id=$("$g" node id -q 2>/dev/null | cut -d@ -f1) && [ -n "$id" ] && break
+    sleep 0.2
+  done
+  [ -n "$id" ] || { echo "Garage did not start:" >&2; tail -20 "$dir/garage.log" >&2; return 1; }
+  "$g" layout assign -z dc1 -c 1G "$id" >/dev/null &&
+    "$g" layout apply --version 1 >/dev/null &&
+    "$g" bucket create openspine-test >/dev/null || { tail -20 "$dir/garage.log" >&2; return 1; }
+  local key
+  key=$("$g" key create openspine-test) || return 1
+  AWS_ACCESS_KEY_ID=$(echo "$key" | awk '/Key ID/ {print $NF; exit}')
+  AWS_SECRET_ACCESS_KEY=$(echo "$key" | awk '/Secret key/ {print $NF; exit}')
+  [ -n "$AWS_ACCESS_KEY_ID" ] && [ -n "$AWS_SECRET_ACCESS_KEY" ] || { echo "no key in: $key" >&2; return 1; }
+  "$g" bucket allow --read --write --owner openspine-test --key openspine-test >/dev/null || return 1
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+  export OPENSPINE_TEST_BLOB_URL=s3://openspine-test
+  export OPENSPINE_TEST_S3_ENDPOINT=http://127.0.0.1:$s3
+  export OPENSPINE_TEST_S3_REGION=garage
+  echo "Garage $GARAGE_VERSION S3 on 127.0.0.1:$s3" >&2
+}
+
+services_start() {
+  SERVICES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/openspine-services.XXXXXX")
+  chmod 755 "$SERVICES_DIR"
+  postgres_start && garage_start
+}
+
+services_stop() {
+  [ -n "$SERVICES_DIR" ] && [ -d "$SERVICES_DIR" ] || return 0
+  [ -n "${PG_DATA:-}" ] && [ -f "$PG_DATA/postmaster.pid" ] && pg_stop 2>/dev/null
+  if [ -f "$SERVICES_DIR/garage/pid" ]; then
+    kill "$(cat "$SERVICES_DIR/garage/pid")" 2>/dev/null
+    wait "$(cat "$SERVICES_DIR/garage/pid")" 2>/dev/null
+  fi
+  rm -rf "$SERVICES_DIR"
+  SERVICES_DIR=""
+}
