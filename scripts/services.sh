@@ -17,7 +17,7 @@
 
 OPENSPINE_CACHE=${OPENSPINE_CACHE:-$HOME/.cache/openspine}
 GARAGE_VERSION=2.5.0
-SERVICES_DIR=""
+SERVICES_DIR=${SERVICES_DIR:-}
 
 services_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
@@ -60,6 +60,13 @@ pg_start() {
 pg_stop() {
   local bin; bin=$(pg_bin_dir) || return 1
   pg_as "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null
+}
+
+# Creates an empty database on the throwaway server and prints its URL.
+pg_createdb() {
+  local bin; bin=$(pg_bin_dir) || return 1
+  "$bin/psql" -q -v ON_ERROR_STOP=1 "$OPENSPINE_TEST_DATABASE_URL" -c "CREATE DATABASE $1" >&2 || return 1
+  echo "${OPENSPINE_TEST_DATABASE_URL%/*}/$1"
 }
 
 postgres_start() {
@@ -144,6 +151,7 @@ EOF
 services_start() {
   SERVICES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/openspine-services.XXXXXX")
   chmod 755 "$SERVICES_DIR"
+  export SERVICES_DIR
   postgres_start && garage_start
 }
 
@@ -157,3 +165,4 @@ services_stop() {
   rm -rf "$SERVICES_DIR"
   SERVICES_DIR=""
 }
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then set -e; "$@"; fi

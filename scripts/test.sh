@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: lint, Rust tests (unit, store on real SQLite
-# files, HTTP integration), the Python mesh-client interop suite, the kill -9 crash test
-# and the 1 GiB memory test, then a short run of the side-by-side benchmark so it cannot
-# rot. It installs what it needs (a Python venv in .venv, the sandbox's in target/).
+# The whole test suite, from a fresh clone: lint, Rust tests (unit, the backend suite on
+# real SQLite files and on a real PostgreSQL + Garage S3, HTTP integration), the Python
+# mesh-client interop suite (plain, mutual TLS, and on PostgreSQL + S3), the kill -9 crash
+# test, the 1 GiB memory test, the three-node cluster test (kill -9 and rolling restart),
+# the PostgreSQL outage test, a short run of the side-by-side benchmark so it cannot rot,
+# and a minute of fuzzing per parser. It installs and starts what it needs: a Python venv in
+# .venv, a throwaway PostgreSQL and Garage (scripts/services.sh), the sandbox in target/.
 #
 #   bash scripts/test.sh            # everything
-#   QUICK=1 bash scripts/test.sh    # skip the crash, memory and benchmark runs
+#   QUICK=1 bash scripts/test.sh    # skip the crash, memory, cluster, outage, benchmark and fuzz runs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +46,19 @@ need_python() {
 run "cargo fmt --check" cargo fmt --all -- --check || failed=$((failed + 1))
 run "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings || failed=$((failed + 1))
 
+# A throwaway PostgreSQL and S3 server for the shared-backend tests; stopped on exit.
+# shellcheck source=services.sh
+source scripts/services.sh
+trap 'services_stop' EXIT
+shared=0
+if run "services: throwaway PostgreSQL and Garage S3" services_start; then
+  shared=1
+else
+  failed=$((failed + 1))
+fi
+# The backend suite must run on PostgreSQL + S3 too: their absence is a failure, not a skip.
+export OPENSPINE_REQUIRE_SHARED_BACKEND=1
+
 step "cargo test"
 cargo test --workspace --locked 2>&1 | tee "$log_dir/cargo-test.log"
 cargo_rc=${PIPESTATUS[0]}
@@ -59,10 +75,18 @@ fi
 bin=$PWD/target/release/openspine
 
 if [ -x "$bin" ] && run "python venv" need_python; then
-  for mode in plain mtls; do
+  for mode in plain mtls postgres-s3; do
     step "interop: mesh-client against openspine ($mode)"
     mtls=0; [ "$mode" = mtls ] && mtls=1
-    OPENSPINE_BIN=$bin OPENSPINE_MTLS=$mtls .venv/bin/python -m pytest -q tests/interop 2>&1 | tee "$log_dir/pytest-$mode.log"
+    backend=()
+    if [ "$mode" = postgres-s3 ]; then
+      if [ "$shared" -ne 1 ] || ! db=$(pg_createdb "interop_$RANDOM$RANDOM"); then
+        failures+=("interop $mode: no PostgreSQL"); failed=$((failed + 1)); continue
+      fi
+      backend=(OPENSPINE_DATABASE_URL="$db" OPENSPINE_BLOB_URL="$OPENSPINE_TEST_BLOB_URL/interop-$RANDOM"
+               OPENSPINE_S3_ENDPOINT="$OPENSPINE_TEST_S3_ENDPOINT" OPENSPINE_S3_REGION="$OPENSPINE_TEST_S3_REGION")
+    fi
+    env "${backend[@]}" OPENSPINE_BIN="$bin" OPENSPINE_MTLS=$mtls .venv/bin/python -m pytest -q tests/interop 2>&1 | tee "$log_dir/pytest-$mode.log"
     py_rc=${PIPESTATUS[0]}
     p=$(grep -Eo '[0-9]+ passed' "$log_dir/pytest-$mode.log" | tail -1 | awk '{print $1+0}')
     f=$(grep -Eo '[0-9]+ (failed|error)' "$log_dir/pytest-$mode.log" | awk '{s+=$1} END {print s+0}')
@@ -77,6 +101,19 @@ if [ -x "$bin" ] && run "python venv" need_python; then
       passed=$((passed + 1)); else failed=$((failed + 1)); fi
     if run "memory test: 1 GiB in 20 MiB chunks" .venv/bin/python tests/system/memory_test.py --bin "$bin" --size-mib 1024 --chunk-mib 20 --limit-mib 128; then
       passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    for scenario in chaos outage; do
+      if [ "$shared" -eq 1 ] && db=$(pg_createdb "cluster_${scenario}_$RANDOM"); then
+        if run "cluster test: 3 nodes, $scenario" .venv/bin/python tests/system/cluster_test.py \
+            --bin "$bin" --scenario "$scenario" --database-url "$db" \
+            --blob-url "$OPENSPINE_TEST_BLOB_URL/cluster-$scenario-$RANDOM" \
+            --s3-endpoint "$OPENSPINE_TEST_S3_ENDPOINT" --s3-region "$OPENSPINE_TEST_S3_REGION" \
+            --pg-stop "bash scripts/services.sh pg_stop" --pg-start "bash scripts/services.sh pg_start" \
+            --duration "${CLUSTER_SECONDS:-40}"; then
+          passed=$((passed + 1)); else failed=$((failed + 1)); fi
+      else
+        failures+=("cluster test $scenario: no PostgreSQL"); failed=$((failed + 1))
+      fi
+    done
     # The benchmark's quick mode writes to a scratch directory, not bench/results.
     if run "benchmark quick mode: openspine vs mesh-sandbox" env QUICK=1 OUT_DIR="$log_dir/bench" bash bench/compare.sh; then
       passed=$((passed + 1)); else failed=$((failed + 1)); fi

@@ -57,6 +57,9 @@ CERTS: dict = {}
 def _server_choice() -> str:
     if os.environ.get("OPENSPINE_BIN") and MTLS:
         return f"openspine binary {os.environ['OPENSPINE_BIN']} over mutual TLS"
+    if os.environ.get("OPENSPINE_BIN") and os.environ.get("OPENSPINE_DATABASE_URL"):
+        return (f"openspine binary {os.environ['OPENSPINE_BIN']} on PostgreSQL + "
+                f"{os.environ.get('OPENSPINE_BLOB_URL', 'local files')}")
     if os.environ.get("OPENSPINE_BIN"):
         return f"openspine binary {os.environ['OPENSPINE_BIN']}"
     if os.environ.get("MESH_URL"):

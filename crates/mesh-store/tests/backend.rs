@@ -836,3 +836,44 @@ async fn another_node_sees_what_one_node_committed() {
         );
     }
 }
+
+#[tokio::test]
+async fn nodes_starting_together_migrate_once_and_accept_a_newer_schema() {
+    let Some(spec) = shared_spec().await else {
+        return;
+    };
+    // Four nodes start at once on an empty database: the migration lock lets one migrate
+    // and the others find the schema ready; none fails.
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config();
+    let opened =
+        futures::future::join_all((0..4).map(|_| Store::open(dir.path(), &spec, &config))).await;
+    for store in &opened {
+        assert!(store.is_ok(), "{:?}", store.as_ref().err());
+    }
+    let url = spec.database_url.clone().unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    // A newer release added (expanded) something: nodes of this release still start and
+    // work beside it, which a rolling upgrade depends on.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from a newer release', TRUE, '\\x00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE messages ADD COLUMN added_by_newer_release TEXT")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let old_node = Store::open(dir.path(), &spec, &test_config())
+        .await
+        .unwrap();
+    send(&old_node, &message("AFTER", "BOX", "WF", 1), &[9; 100]).await;
+    assert_eq!(old_node.meta.inbox_count("BOX").await.unwrap(), 1);
+}
