@@ -24,7 +24,8 @@ pub enum Workload {
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub url: String,
+    /// One or more nodes; worker i sends through node i and receives through node i+1.
+    pub urls: Vec<String>,
     pub workload: Workload,
     pub size: usize,
     pub chunk_size: usize,
@@ -70,10 +71,10 @@ struct WorkerResult {
     corrupt: u64,
 }
 
-fn client(plan: &Plan, http: &reqwest::Client, mailbox: &str) -> MeshClient {
+fn client(plan: &Plan, http: &reqwest::Client, mailbox: &str, node: usize) -> MeshClient {
     MeshClient::with_http(
         http.clone(),
-        &plan.url,
+        &plan.urls[node % plan.urls.len()],
         mailbox,
         &plan.password,
         &plan.shared_key,
@@ -82,6 +83,7 @@ fn client(plan: &Plan, http: &reqwest::Client, mailbox: &str) -> MeshClient {
 
 pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     anyhow::ensure!(plan.concurrency > 0, "concurrency must be at least 1");
+    anyhow::ensure!(!plan.urls.is_empty(), "need a server URL");
     anyhow::ensure!(
         !plan.senders.is_empty() && !plan.recipients.is_empty(),
         "need mailboxes"
@@ -93,10 +95,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     // One request before the clock starts: a server may set itself up on first use (the
     // NHS sandbox builds its store lazily, and requests racing that first build lose
     // their messages), and the benchmark measures steady state, not start-up.
-    client(&plan, &http, &plan.recipients[0])
-        .inbox_page(None)
-        .await
-        .map_err(|e| anyhow::anyhow!("warm-up request to {} failed: {e}", plan.url))?;
+    for (i, url) in plan.urls.iter().enumerate() {
+        client(&plan, &http, &plan.recipients[0], i)
+            .inbox_page(None)
+            .await
+            .map_err(|e| anyhow::anyhow!("warm-up request to {url} failed: {e}"))?;
+    }
     let plan = Arc::new(plan);
     let started = Instant::now();
     let deadline = started + plan.duration;
@@ -106,8 +110,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
         let plan = plan.clone();
         let http = http.clone();
         tasks.push(tokio::spawn(async move {
-            let sender = client(&plan, &http, &plan.senders[w % plan.senders.len()]);
-            let recipient = client(&plan, &http, &plan.recipients[w % plan.recipients.len()]);
+            let sender = client(&plan, &http, &plan.senders[w % plan.senders.len()], w);
+            let recipient = client(
+                &plan,
+                &http,
+                &plan.recipients[w % plan.recipients.len()],
+                w + 1,
+            );
             match plan.workload {
                 Workload::Chunked => {
                     chunked(&plan, w as u32, &sender, &recipient, deadline, per_worker).await
@@ -133,7 +142,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     let mut drained = WorkerResult::default();
     if plan.workload != Workload::Chunked {
         for r in plan.recipients.iter().take(plan.concurrency) {
-            drain(&client(&plan, &http, r), &mut drained).await;
+            drain(&client(&plan, &http, r, 0), &mut drained).await;
         }
     }
     let received = total.received + drained.received;
@@ -144,7 +153,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     };
     Ok(Outcome {
         workload: format!("{:?}", plan.workload),
-        target: plan.url.clone(),
+        target: plan.urls.join(" "),
         concurrency: plan.concurrency,
         message_size: plan.size,
         seconds,

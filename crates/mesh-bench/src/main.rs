@@ -66,9 +66,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Base URL of the server (scheme and host only).
-    #[arg(long)]
-    url: String,
+    /// Base URL of the server (scheme and host only). Repeat it for the nodes of a
+    /// cluster: worker i sends through node i and receives through node i+1, so every
+    /// message crosses nodes.
+    #[arg(long, required = true)]
+    url: Vec<String>,
     #[arg(long, value_enum, default_value = "round-trip")]
     workload: load::Workload,
     /// Message size in bytes (suffixes K, M, G: binary).
@@ -130,7 +132,11 @@ async fn main() -> anyhow::Result<()> {
                 "--chunk-size must be whole MiB"
             );
             let plan = load::Plan {
-                url: a.url.trim_end_matches('/').to_string(),
+                urls: a
+                    .url
+                    .iter()
+                    .map(|u| u.trim_end_matches('/').to_string())
+                    .collect(),
                 workload: a.workload,
                 size: a.size,
                 chunk_size: a.chunk_size,

@@ -19,10 +19,12 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqliteConnection};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 pub struct SqliteMetaStore {
     writer: Writer,
@@ -42,10 +44,81 @@ pub struct SqliteMetaStore {
 /// them (the WAL is in the OS), a power cut may lose the last few, which at worst lets a
 /// captured token be replayed once within its two-hour window, while message writes keep
 /// their own `synchronous=FULL` commits and never queue behind token writes.
+///
+/// Concurrent uses are recorded in batches: one multi-row insert (one statement, one
+/// commit) records every use that arrived while the previous batch was being written, so
+/// the token record costs a fraction of a commit per request instead of one each.
 struct TokenLog {
     pool: SqlitePool,
     /// Unix seconds of the last sweep of expired records.
     last_sweep: AtomicI64,
+    uses: mpsc::Sender<TokenUse>,
+}
+
+/// One token use waiting for the next batch.
+struct TokenUse {
+    mailbox: String,
+    nonce: String,
+    count: i64,
+    expires_at: i64,
+    reply: oneshot::Sender<Result<bool>>,
+}
+
+/// Most token uses in one insert (four parameters each, far below SQLite's limit).
+const TOKEN_BATCH: usize = 256;
+
+/// Records batches of token uses until every sender is gone.
+async fn record_token_batches(pool: SqlitePool, mut rx: mpsc::Receiver<TokenUse>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < TOKEN_BATCH {
+            match rx.try_recv() {
+                Ok(u) => batch.push(u),
+                Err(_) => break,
+            }
+        }
+        match insert_token_batch(&pool, &batch).await {
+            Ok(mut fresh) => {
+                for u in batch {
+                    // A token twice in one batch is inserted once: the first use claims it.
+                    let first = fresh.remove(&(u.mailbox, u.nonce, u.count));
+                    let _ = u.reply.send(Ok(first));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for u in batch {
+                    let _ = u.reply.send(Err(StoreError::Commit(why.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Inserts the batch and returns the uses that were new.
+async fn insert_token_batch(
+    pool: &SqlitePool,
+    batch: &[TokenUse],
+) -> Result<HashSet<(String, String, i64)>> {
+    let mut q =
+        QueryBuilder::<Sqlite>::new("INSERT INTO used_tokens (mailbox, nonce, count, expires_at) ");
+    q.push_values(batch, |mut row, u| {
+        row.push_bind(&u.mailbox)
+            .push_bind(&u.nonce)
+            .push_bind(u.count)
+            .push_bind(u.expires_at);
+    });
+    q.push(" ON CONFLICT DO NOTHING RETURNING mailbox, nonce, count");
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("mailbox")?,
+                r.try_get("nonce")?,
+                r.try_get("count")?,
+            ))
+        })
+        .collect()
 }
 
 /// Expired token records are swept at most this often.
@@ -97,9 +170,12 @@ impl TokenLog {
         )
         .execute(&pool)
         .await?;
+        let (uses, rx) = mpsc::channel(4096);
+        tokio::spawn(record_token_batches(pool.clone(), rx));
         Ok(TokenLog {
             pool,
             last_sweep: AtomicI64::new(0),
+            uses,
         })
     }
 
@@ -127,17 +203,19 @@ impl TokenLog {
                 .execute(&self.pool)
                 .await?;
         }
-        let done = sqlx::query(
-            "INSERT INTO used_tokens (mailbox, nonce, count, expires_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(mailbox)
-        .bind(nonce)
-        .bind(count as i64)
-        .bind(expires_at.timestamp())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Commit("the token recorder has stopped".into());
+        self.uses
+            .send(TokenUse {
+                mailbox: mailbox.to_string(),
+                nonce: nonce.to_string(),
+                count: count.min(i64::MAX as u64) as i64,
+                expires_at: expires_at.timestamp(),
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
@@ -175,7 +253,7 @@ impl TokenLog {
         sqlx::query("DELETE FROM used_tokens WHERE mailbox = ? AND nonce = ? AND count = ?")
             .bind(mailbox)
             .bind(nonce)
-            .bind(count as i64)
+            .bind(count.min(i64::MAX as u64) as i64)
             .execute(&self.pool)
             .await?;
         Ok(())

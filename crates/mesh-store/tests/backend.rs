@@ -877,3 +877,31 @@ async fn nodes_starting_together_migrate_once_and_accept_a_newer_schema() {
     send(&old_node, &message("AFTER", "BOX", "WF", 1), &[9; 100]).await;
     assert_eq!(old_node.meta.inbox_count("BOX").await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_token_raced_by_many_requests_is_accepted_once() {
+    // Concurrent uses land in one batch on SQLite and in concurrent transactions on
+    // PostgreSQL: either way exactly one of them wins, per distinct token.
+    for b in backends().await {
+        let later = Utc::now() + TimeDelta::hours(2);
+        let other = b.another_node().await;
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let s = if i % 2 == 0 {
+                    b.store.clone()
+                } else {
+                    other.clone()
+                };
+                let nonce = format!("nonce-{}", i % 8);
+                tokio::spawn(
+                    async move { s.meta.use_token("BOX", &nonce, 0, later).await.unwrap() },
+                )
+            })
+            .collect();
+        let mut accepted = 0;
+        for t in tasks {
+            accepted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(accepted, 8, "{}: one use per distinct token", b.name);
+    }
+}
