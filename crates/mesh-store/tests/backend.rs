@@ -905,3 +905,30 @@ async fn a_token_raced_by_many_requests_is_accepted_once() {
         assert_eq!(accepted, 8, "{}: one use per distinct token", b.name);
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_object_store_fails_fast_and_stores_nothing() {
+    let Some(mut spec) = shared_spec().await else {
+        return;
+    };
+    // Nothing listens on port 1: every S3 request is refused, as during a store restart.
+    spec.s3.endpoint = Some("http://127.0.0.1:1".into());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &spec, &test_config())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let failed = store
+        .write_chunk("DOWN", 1, body(&[7; 50_000]), u64::MAX)
+        .await;
+    assert!(failed.is_err());
+    assert!(store.ping().await.is_err(), "readiness reports the outage");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "failed within the retry budget, took {:?}",
+        started.elapsed()
+    );
+    // The metadata side still works, and no message refers to the failed upload.
+    assert!(store.meta.message("DOWN").await.unwrap().is_none());
+    store.meta.ping().await.unwrap();
+}
