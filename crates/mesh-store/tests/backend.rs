@@ -692,34 +692,44 @@ async fn nodes_sending_and_polling_at_once_keep_every_inbox_ordered_and_whole() 
                 }
             }));
         }
-        // Meanwhile a poller pages through the inbox from another node, resuming after the
-        // last position it saw, as a MESH client does: it must never skip a message.
-        let poller = nodes[1].clone();
-        let poll = tokio::spawn(async move {
-            let mut seen: Vec<String> = Vec::new();
-            let mut after = None;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while seen.len() < 120 && tokio::time::Instant::now() < deadline {
-                let page = poller.meta.inbox("BOX", after, None, 7).await.unwrap();
-                if page.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                after = page.last().map(|e| e.seq);
-                seen.extend(page.into_iter().map(|e| e.message_id));
-            }
-            seen
-        });
+        // Meanwhile two pollers, on two other nodes, page through the inbox, each resuming
+        // after the last position it saw, as a MESH client does: neither may skip a message.
+        let polls: Vec<_> = [nodes[1].clone(), nodes[2].clone()]
+            .into_iter()
+            .map(|poller| {
+                tokio::spawn(async move {
+                    let mut seen: Vec<String> = Vec::new();
+                    let mut after = None;
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    while seen.len() < 120 && tokio::time::Instant::now() < deadline {
+                        let page = poller.meta.inbox("BOX", after, None, 7).await.unwrap();
+                        if page.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            continue;
+                        }
+                        after = page.last().map(|e| e.seq);
+                        seen.extend(page.into_iter().map(|e| e.message_id));
+                    }
+                    seen
+                })
+            })
+            .collect();
         for s in senders {
             s.await.unwrap();
         }
-        let mut polled = poll.await.unwrap();
+        let mut polled = Vec::new();
+        for p in polls {
+            polled.push(p.await.unwrap());
+        }
+        let second = polled.pop().unwrap();
+        let mut polled = polled.pop().unwrap();
         assert_eq!(
             polled.len(),
             120,
             "{}: the poller saw every message once",
             b.name
         );
+        assert_eq!(polled, second, "{}: both pollers saw one order", b.name);
         let all = nodes[2].meta.inbox("BOX", None, None, 1000).await.unwrap();
         let listed: Vec<String> = all.iter().map(|e| e.message_id.clone()).collect();
         assert_eq!(
