@@ -11,6 +11,7 @@ mod error;
 mod group;
 mod meta;
 mod postgres;
+mod rows;
 mod sqlite;
 mod store;
 

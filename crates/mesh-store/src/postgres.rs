@@ -11,14 +11,14 @@
 //! clients retry) instead of hanging while the database is away, and the pool reconnects
 //! by itself when it is back.
 
-use crate::error::{Result, StoreError};
-use crate::meta::{AckOutcome, ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use crate::error::Result;
+use crate::meta::{AckOutcome, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use crate::rows::{chunk_columns, chunk_from_row, decode, encode};
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use mesh_protocol::filter::Kind;
 use mesh_protocol::{Event, Message, Status, WorkflowFilter};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -111,41 +111,6 @@ impl PgMetaStore {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-}
-
-fn encode(message: &Message) -> Result<String> {
-    serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn decode(row: &PgRow) -> Result<Message> {
-    let record: String = row.try_get("record")?;
-    serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// A chunk from a row with `size`, `blob_key`, `data` (all NULL when a join found none).
-fn chunk_from_row(row: &PgRow) -> Result<Option<ChunkRecord>> {
-    let Some(size) = row.try_get::<Option<i64>, _>("size")? else {
-        return Ok(None);
-    };
-    let key: Option<String> = row.try_get("blob_key")?;
-    let location = match key {
-        Some(k) => ChunkLocation::Blob(k),
-        None => {
-            let data: Option<Vec<u8>> = row.try_get("data")?;
-            ChunkLocation::Inline(Bytes::from(data.unwrap_or_default()))
-        }
-    };
-    Ok(Some(ChunkRecord {
-        size: size.max(0) as u64,
-        location,
-    }))
-}
-
-fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>) {
-    match &chunk.location {
-        ChunkLocation::Inline(b) => (None, Some(b.as_ref())),
-        ChunkLocation::Blob(k) => (Some(k.as_str()), None),
     }
 }
 

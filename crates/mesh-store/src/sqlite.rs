@@ -8,15 +8,14 @@
 
 use crate::error::{Result, StoreError};
 use crate::group::{Job, Reply, Writer};
-use crate::meta::{AckOutcome, ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use crate::meta::{AckOutcome, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use crate::rows::{chunk_columns, chunk_from_row, decode, encode};
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use mesh_protocol::filter::Kind;
 use mesh_protocol::{Event, Message, Status, WorkflowFilter};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::collections::HashSet;
@@ -294,41 +293,6 @@ impl SqliteMetaStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.tokens.pool.close().await;
-    }
-}
-
-fn encode(message: &Message) -> Result<String> {
-    serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn decode(row: &SqliteRow) -> Result<Message> {
-    let record: String = row.try_get("record")?;
-    serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// A chunk from a row with `size`, `blob_key`, `data` (all NULL when a join found none).
-fn chunk_from_row(row: &SqliteRow) -> Result<Option<ChunkRecord>> {
-    let Some(size) = row.try_get::<Option<i64>, _>("size")? else {
-        return Ok(None);
-    };
-    let key: Option<String> = row.try_get("blob_key")?;
-    let location = match key {
-        Some(k) => ChunkLocation::Blob(k),
-        None => {
-            let data: Option<Vec<u8>> = row.try_get("data")?;
-            ChunkLocation::Inline(Bytes::from(data.unwrap_or_default()))
-        }
-    };
-    Ok(Some(ChunkRecord {
-        size: size as u64,
-        location,
-    }))
-}
-
-fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>) {
-    match &chunk.location {
-        ChunkLocation::Inline(b) => (None, Some(b.as_ref())),
-        ChunkLocation::Blob(k) => (Some(k.as_str()), None),
     }
 }
 
