@@ -298,21 +298,28 @@ def receiver(cluster, book, stats, stop, mailbox):
 
 
 def drain(cluster, book, stats, timeout=120):
+    """Delivers what is left; returns None when every inbox is empty on every node, else
+    what the last look found."""
     s = requests.Session()
     s.trust_env = False
     deadline = time.monotonic() + timeout
+    seen = "nothing checked"
     while time.monotonic() < deadline:
         if sum(receive_once(cluster, book, stats, s, m) for m in RECIPIENTS) == 0:
             # Empty on every node, not just one.
-            left = 0
+            found = []
             for node in cluster.nodes:
                 for m in RECIPIENTS:
                     r = s.get(f"{node.base}/messageexchange/{m}/inbox", headers=headers(m), timeout=TIMEOUT)
-                    left += len(r.json().get("messages", [])) if r.status_code == 200 else 1
-            if left == 0:
-                return True
+                    if r.status_code != 200:
+                        found.append(f"node {node.index} {m}: HTTP {r.status_code} {r.text[:200]!r}")
+                    elif r.json().get("messages"):
+                        found.append(f"node {node.index} {m}: {r.json()['messages'][:5]}")
+            if not found:
+                return None
+            seen = "; ".join(found)
         time.sleep(0.2)
-    return False
+    return seen
 
 
 def run_command(cmd):
@@ -426,8 +433,9 @@ def main():
         for n in nodes:
             if not n.alive():
                 failures.append(f"node {n.index} is not running (exit {n.proc.returncode})")
-        if not drain(cluster, book, stats):
-            failures.append("inboxes not empty two minutes after the load stopped")
+        left = drain(cluster, book, stats)
+        if left:
+            failures.append(f"inboxes not empty two minutes after the load stopped: {left}")
     except (HarnessError, subprocess.CalledProcessError) as e:
         log(f"setup error: {e}")
         stop.set()

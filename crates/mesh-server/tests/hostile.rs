@@ -815,6 +815,75 @@ async fn a_mailbox_over_its_rate_gets_429_with_retry_after_and_others_are_unaffe
     assert!(!audit_events(&[("event", "rate_limited"), ("mailbox", "X26ABC1")]).is_empty());
 }
 
+#[tokio::test]
+async fn the_rate_limit_holds_across_nodes_sharing_a_store() {
+    // Two nodes on one store that counts requests (as PostgreSQL does for a cluster): a
+    // mailbox alternating between them gets its burst once in all, not once per node.
+    let (per_second, burst) = (1, 6);
+    let config = || ServerConfig {
+        rate_limit: Some(mesh_server::config::RateLimit { per_second, burst }),
+        ..ServerConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(dir.path(), &StoreConfig::default())
+        .await
+        .unwrap()
+        .shared(true);
+    let source = || DirectorySource {
+        demo: true,
+        ..Default::default()
+    };
+    let a = TestServer::serve_store(
+        tempfile::tempdir().unwrap(),
+        config(),
+        store.clone(),
+        source(),
+        None,
+    )
+    .await;
+    let b = TestServer::serve_store(
+        tempfile::tempdir().unwrap(),
+        config(),
+        store,
+        source(),
+        None,
+    )
+    .await;
+    // Windows are `burst / rate` = 6 s long, aligned to the clock: start early in one.
+    let into_window = chrono::Utc::now().timestamp().rem_euclid(6);
+    if into_window >= 4 {
+        tokio::time::sleep(Duration::from_millis((6 - into_window as u64) * 1000 + 100)).await;
+    }
+    let mut served = 0;
+    let mut refused = None;
+    for i in 0..20 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let r = node
+            .http()
+            .get(node.url("/messageexchange/X26ABC1/count"))
+            .header("authorization", node.client("X26ABC1").token())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+        served += 1;
+    }
+    let refused = refused.expect("the shared burst runs out");
+    assert_eq!(served, burst, "one burst across both nodes, not one each");
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=6).contains(&wait), "retry-after {wait}");
+    // Another mailbox has its own count.
+    b.client("X26ABC2").inbox().await.unwrap();
+}
+
 fn quick_timeouts() -> ServerConfig {
     ServerConfig {
         header_timeout: Duration::from_secs(2),
