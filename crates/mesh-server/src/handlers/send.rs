@@ -169,7 +169,10 @@ pub async fn send(
         expires: now + TimeDelta::days(config.inbox_expiry_days),
     };
     if let Err(e) = store.meta.create_message(&message, &chunk).await {
-        store.discard(&chunk).await;
+        // Not discarded: a commit can fail in a way that hides whether it happened (the
+        // database connection drops during COMMIT), and deleting a payload that committed
+        // metadata refers to would corrupt a message. Garbage collection removes the
+        // payload later if nothing refers to it.
         return Err(store_error(e, version));
     }
     metrics::counter!("mesh_chunks_received_total").increment(1);
@@ -277,7 +280,7 @@ pub async fn upload_chunk(
             return Err(err(MeshError::already_complete()));
         }
         Err(e) => {
-            store.discard(&chunk).await;
+            // Left to garbage collection, as for a failed send: the commit may have happened.
             return Err(store_error(e, version));
         }
     }

@@ -1,0 +1,176 @@
+//! A metadata commit whose outcome the server cannot know: the database connection drops
+//! during COMMIT (PostgreSQL restarting, a network cut), so the write may have happened
+//! although the call failed. No real database does this on demand, so a wrapper around
+//! the real SQLite store injects it: the write goes through, then the call reports an
+//! error. The server must answer 5xx, and must not delete the payload, which committed
+//! metadata may point at.
+
+mod common;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use common::TestServer;
+use mesh_protocol::{Event, Message, WorkflowFilter};
+use mesh_server::{DirectorySource, ServerConfig};
+use mesh_store::{
+    AckOutcome, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome, Store, StoreConfig, StoreError,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Passes everything to the real store; while `lose_replies` is set, message writes are
+/// committed and then reported as failed.
+struct LostReply {
+    inner: Arc<dyn MetaStore>,
+    lose_replies: AtomicBool,
+}
+
+impl LostReply {
+    fn lost<T>(&self, done: Result<T>) -> Result<T> {
+        let value = done?;
+        if self.lose_replies.load(Ordering::SeqCst) {
+            return Err(StoreError::Commit("connection lost during COMMIT".into()));
+        }
+        Ok(value)
+    }
+}
+
+#[async_trait]
+impl MetaStore for LostReply {
+    async fn create_message(&self, message: &Message, first: &ChunkRecord) -> Result<()> {
+        self.lost(self.inner.create_message(message, first).await)
+    }
+    async fn put_chunk(
+        &self,
+        id: &str,
+        n: u32,
+        chunk: &ChunkRecord,
+        now: DateTime<Utc>,
+    ) -> Result<PutChunkOutcome> {
+        self.lost(self.inner.put_chunk(id, n, chunk, now).await)
+    }
+    async fn message(&self, id: &str) -> Result<Option<Message>> {
+        self.inner.message(id).await
+    }
+    async fn stored_bytes(&self, id: &str) -> Result<u64> {
+        self.inner.stored_bytes(id).await
+    }
+    async fn chunk(&self, id: &str, n: u32) -> Result<Option<ChunkRecord>> {
+        self.inner.chunk(id, n).await
+    }
+    async fn message_with_chunk(
+        &self,
+        id: &str,
+        n: u32,
+    ) -> Result<Option<(Message, Option<ChunkRecord>)>> {
+        self.inner.message_with_chunk(id, n).await
+    }
+    async fn inbox(
+        &self,
+        mailbox: &str,
+        after: Option<i64>,
+        filter: Option<&WorkflowFilter>,
+        limit: u32,
+    ) -> Result<Vec<InboxEntry>> {
+        self.inner.inbox(mailbox, after, filter, limit).await
+    }
+    async fn inbox_position(&self, mailbox: &str, id: &str) -> Result<Option<i64>> {
+        self.inner.inbox_position(mailbox, id).await
+    }
+    async fn inbox_count(&self, mailbox: &str) -> Result<u64> {
+        self.inner.inbox_count(mailbox).await
+    }
+    async fn acknowledge(
+        &self,
+        id: &str,
+        recipient: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AckOutcome> {
+        self.inner.acknowledge(id, recipient, now).await
+    }
+    async fn by_local_id(&self, sender: &str, local_id: &str) -> Result<Vec<Message>> {
+        self.inner.by_local_id(sender, local_id).await
+    }
+    async fn in_outbox(&self, sender: &str, id: &str) -> Result<bool> {
+        self.inner.in_outbox(sender, id).await
+    }
+    async fn add_event(&self, id: &str, event: &Event) -> Result<bool> {
+        self.inner.add_event(id, event).await
+    }
+    async fn reset_all(&self) -> Result<Vec<String>> {
+        self.inner.reset_all().await
+    }
+    async fn reset_mailbox(&self, mailbox: &str) -> Result<()> {
+        self.inner.reset_mailbox(mailbox).await
+    }
+    async fn blob_referenced(&self, key: &str) -> Result<bool> {
+        self.inner.blob_referenced(key).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+    async fn use_token(
+        &self,
+        mailbox: &str,
+        nonce: &str,
+        count: u64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.inner
+            .use_token(mailbox, nonce, count, expires_at)
+            .await
+    }
+    async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
+        self.inner.release_token(mailbox, nonce, count).await
+    }
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        self.inner.try_lease(name, holder, ttl).await
+    }
+    async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
+        self.inner.count_request(mailbox, window_start).await
+    }
+}
+
+#[tokio::test]
+async fn a_commit_reported_failed_keeps_the_payload_it_may_have_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        inline_max: 1024,
+        ..StoreConfig::default()
+    };
+    let real = Store::open_embedded(dir.path(), &config).await.unwrap();
+    let meta = Arc::new(LostReply {
+        inner: real.meta.clone(),
+        lose_replies: AtomicBool::new(true),
+    });
+    let store = Store::new(meta.clone(), real.blobs.clone(), &config);
+    let source = DirectorySource {
+        demo: true,
+        ..Default::default()
+    };
+    let server = TestServer::serve_store(
+        tempfile::tempdir().unwrap(),
+        ServerConfig::default(),
+        store,
+        source,
+        None,
+    )
+    .await;
+    // Large enough to be a payload file, not inline.
+    let payload = vec![42u8; 50_000];
+    let sent = server
+        .client("X26ABC1")
+        .send("X26ABC2", "TEST_WORKFLOW", payload.clone())
+        .await;
+    assert!(sent.is_err(), "the client is told the send failed (5xx)");
+    meta.lose_replies.store(false, Ordering::SeqCst);
+    // The write did happen: the recipient sees the message, and it downloads whole.
+    let recipient = server.client("X26ABC2");
+    let listed = recipient.inbox().await.unwrap();
+    assert_eq!(listed.len(), 1, "the committed message is listed");
+    let got = recipient.download(&listed[0]).await.unwrap();
+    assert_eq!(got, payload, "its payload was not deleted");
+}
