@@ -157,10 +157,16 @@ impl AppState {
                 .use_token(&token.mailbox_id, &token.nonce, count, expires_at)
                 .await
                 .map_err(|e| {
+                    // The insert may still have committed (a connection lost during
+                    // COMMIT), so the token is given back, but off the answer's path:
+                    // in an outage that second wait would only double the delay.
+                    mark_token(TokenUse::Uncertain);
                     tracing::error!(error = %e, "recording a token use failed");
                     MeshError::unavailable()
                 })?;
-            if !first {
+            if first {
+                mark_token(TokenUse::Recorded);
+            } else {
                 audit::auth_refused(path_mailbox, "replayed token");
                 return Err(MeshError::duplicated_token());
             }
@@ -198,34 +204,79 @@ impl AppState {
     }
 }
 
+/// What became of the current request's token in the replay record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenUse {
+    /// Not recorded: refused before the record, or replay checks are off.
+    NotRecorded,
+    Recorded,
+    /// The store failed while recording it; the record may or may not exist.
+    Uncertain,
+}
+
+tokio::task_local! {
+    static TOKEN_USE: std::cell::Cell<TokenUse>;
+}
+
+/// How long an error answer waits for its token to be given back.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn mark_token(state: TokenUse) {
+    // Outside the middleware (unit tests calling `authenticate`) there is nothing to mark.
+    let _ = TOKEN_USE.try_with(|cell| cell.set(state));
+}
+
 /// Gives a token back when the answer tells the client to retry (5xx, 425, 429): the
 /// official client repeats such requests with the identical token (nonce and count).
+/// Only a token that was recorded is released, so a request refused before the record
+/// (a rate limit, an outage) costs no second store call.
 pub async fn release_retried_tokens(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let auth = header_text(request.headers(), "authorization");
-    let response = next.run(request).await;
+    let (response, token_use) = TOKEN_USE
+        .scope(std::cell::Cell::new(TokenUse::NotRecorded), async {
+            let response = next.run(request).await;
+            (response, TOKEN_USE.with(std::cell::Cell::get))
+        })
+        .await;
     let status = response.status().as_u16();
-    if state.config().replay_check && (status >= 500 || status == 425 || status == 429) {
-        if let Some(auth) = auth {
-            let value = auth.trim();
-            let rest = value.get(8..).unwrap_or_default();
-            let parts: Vec<&str> = rest.split(':').collect();
-            if let (5, Ok(count)) = (parts.len(), parts[2].parse::<u64>()) {
-                if let Err(e) = state
-                    .store()
-                    .meta
-                    .release_token(parts[0], parts[1], count)
-                    .await
-                {
-                    tracing::warn!(error = %e, "releasing a token for retry failed");
-                }
-            }
+    let retried = status >= 500 || status == 425 || status == 429;
+    if !state.config().replay_check || !retried || token_use == TokenUse::NotRecorded {
+        return response;
+    }
+    let Some((mailbox, nonce, count)) = auth.as_deref().and_then(token_key) else {
+        return response;
+    };
+    let release = tokio::spawn(async move {
+        if let Err(e) = state
+            .store()
+            .meta
+            .release_token(&mailbox, &nonce, count)
+            .await
+        {
+            tracing::warn!(error = %e, "releasing a token for retry failed");
         }
+    });
+    if token_use == TokenUse::Recorded {
+        // Before the answer, as the client may retry the moment it has it; but a store
+        // that is not answering would only add its whole timeout to an answer that is
+        // already an error, so after a short wait the release finishes on its own.
+        let _ = tokio::time::timeout(RELEASE_WAIT, release).await;
     }
     response
+}
+
+/// Mailbox, nonce and count of an `NHSMESH mailbox:nonce:count:timestamp:hmac` header.
+fn token_key(auth: &str) -> Option<(String, String, u64)> {
+    let rest = auth.trim().get(8..)?;
+    let parts: Vec<&str> = rest.split(':').collect();
+    match (parts.len(), parts.get(2).map(|c| c.parse::<u64>())) {
+        (5, Some(Ok(count))) => Some((parts[0].to_owned(), parts[1].to_owned(), count)),
+        _ => None,
+    }
 }
 
 /// A header as text; bytes that are not UTF-8 are replaced rather than refused, because

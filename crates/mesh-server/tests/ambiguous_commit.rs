@@ -3,7 +3,9 @@
 //! although the call failed. No real database does this on demand, so a wrapper around
 //! the real SQLite store injects it: the write goes through, then the call reports an
 //! error. The server must answer 5xx, and must not delete the payload, which committed
-//! metadata may point at.
+//! metadata may point at. The same holds for the record of a token's use: a client that
+//! retries with the identical token (as the official one does after a 5xx) must not be
+//! refused as a replay.
 
 mod common;
 
@@ -15,17 +17,32 @@ use mesh_server::{DirectorySource, ServerConfig};
 use mesh_store::{
     AckOutcome, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome, Store, StoreConfig, StoreError,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use reqwest::StatusCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Passes everything to the real store; while `lose_replies` is set, message writes are
-/// committed and then reported as failed.
+/// committed and then reported as failed, and while `lose_token_replies` is set, so are
+/// token records. `releases` counts the tokens given back.
 struct LostReply {
     inner: Arc<dyn MetaStore>,
     lose_replies: AtomicBool,
+    lose_token_replies: AtomicBool,
+    releases: AtomicUsize,
+}
+
+impl LostReply {
+    fn around(inner: Arc<dyn MetaStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            lose_replies: AtomicBool::new(false),
+            lose_token_replies: AtomicBool::new(false),
+            releases: AtomicUsize::new(0),
+        })
+    }
 }
 
 impl LostReply {
@@ -119,11 +136,17 @@ impl MetaStore for LostReply {
         count: u64,
         expires_at: DateTime<Utc>,
     ) -> Result<bool> {
-        self.inner
+        let recorded = self
+            .inner
             .use_token(mailbox, nonce, count, expires_at)
-            .await
+            .await?;
+        if self.lose_token_replies.load(Ordering::SeqCst) {
+            return Err(StoreError::Commit("connection lost during COMMIT".into()));
+        }
+        Ok(recorded)
     }
     async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
+        self.releases.fetch_add(1, Ordering::SeqCst);
         self.inner.release_token(mailbox, nonce, count).await
     }
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
@@ -142,10 +165,8 @@ async fn a_commit_reported_failed_keeps_the_payload_it_may_have_committed() {
         ..StoreConfig::default()
     };
     let real = Store::open_embedded(dir.path(), &config).await.unwrap();
-    let meta = Arc::new(LostReply {
-        inner: real.meta.clone(),
-        lose_replies: AtomicBool::new(true),
-    });
+    let meta = LostReply::around(real.meta.clone());
+    meta.lose_replies.store(true, Ordering::SeqCst);
     let store = Store::new(meta.clone(), real.blobs.clone(), &config);
     let source = DirectorySource {
         demo: true,
@@ -173,4 +194,87 @@ async fn a_commit_reported_failed_keeps_the_payload_it_may_have_committed() {
     assert_eq!(listed.len(), 1, "the committed message is listed");
     let got = recipient.download(&listed[0]).await.unwrap();
     assert_eq!(got, payload, "its payload was not deleted");
+}
+
+/// A server over the real embedded store wrapped in [`LostReply`].
+async fn serve_wrapped(config: ServerConfig) -> (TestServer, Arc<LostReply>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let real = Store::open_embedded(dir.path(), &StoreConfig::default())
+        .await
+        .unwrap();
+    let meta = LostReply::around(real.meta.clone());
+    let store = Store::new(meta.clone(), real.blobs.clone(), &StoreConfig::default());
+    let source = DirectorySource {
+        demo: true,
+        ..Default::default()
+    };
+    let server =
+        TestServer::serve_store(tempfile::tempdir().unwrap(), config, store, source, None).await;
+    (server, meta, dir)
+}
+
+#[tokio::test]
+async fn a_token_whose_record_reported_failure_can_be_retried() {
+    let (server, meta, _dir) = serve_wrapped(ServerConfig::default()).await;
+    let auth = server.client("X26ABC1").token();
+    let count = || {
+        server
+            .http()
+            .get(server.url("/messageexchange/X26ABC1/count"))
+            .header("authorization", &auth)
+            .send()
+    };
+    meta.lose_token_replies.store(true, Ordering::SeqCst);
+    let r = count().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    meta.lose_token_replies.store(false, Ordering::SeqCst);
+    // The record did happen; the server gives the token back after answering, so the
+    // client's retry with the same token is served, not refused as a replay.
+    let mut last = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        last = count().await.unwrap().status();
+        if last == StatusCode::OK {
+            break;
+        }
+        assert_eq!(
+            last,
+            StatusCode::FORBIDDEN,
+            "only a replay refusal may precede it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(last, StatusCode::OK);
+    // And only once: the token is spent again.
+    assert_eq!(count().await.unwrap().status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_token_refused_before_its_record_is_not_released() {
+    // A request refused before its token is recorded (here by the rate limit) has nothing
+    // to give back; releasing it anyway costs a store call per refusal, and in a database
+    // outage a second wait on every failed answer.
+    let config = ServerConfig {
+        rate_limit: Some(mesh_server::config::RateLimit {
+            per_second: 1,
+            burst: 1,
+        }),
+        ..ServerConfig::default()
+    };
+    let (server, meta, _dir) = serve_wrapped(config).await;
+    let client = server.client("X26ABC1");
+    let mut limited = 0;
+    for _ in 0..5 {
+        let r = server
+            .http()
+            .get(server.url("/messageexchange/X26ABC1/count"))
+            .header("authorization", client.token())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 3, "the burst of one runs out: {limited} refused");
+    assert_eq!(meta.releases.load(Ordering::SeqCst), 0);
 }
