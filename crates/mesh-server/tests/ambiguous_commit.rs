@@ -159,27 +159,13 @@ impl MetaStore for LostReply {
 
 #[tokio::test]
 async fn a_commit_reported_failed_keeps_the_payload_it_may_have_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
+    // Payloads above 1 KiB go to the blob store, not inline.
+    let store_config = StoreConfig {
         inline_max: 1024,
         ..StoreConfig::default()
     };
-    let real = Store::open_embedded(dir.path(), &config).await.unwrap();
-    let meta = LostReply::around(real.meta.clone());
+    let (server, meta, _dir) = serve_wrapped(ServerConfig::default(), &store_config).await;
     meta.lose_replies.store(true, Ordering::SeqCst);
-    let store = Store::new(meta.clone(), real.blobs.clone(), &config);
-    let source = DirectorySource {
-        demo: true,
-        ..Default::default()
-    };
-    let server = TestServer::serve_store(
-        tempfile::tempdir().unwrap(),
-        ServerConfig::default(),
-        store,
-        source,
-        None,
-    )
-    .await;
     // Large enough to be a payload file, not inline.
     let payload = vec![42u8; 50_000];
     let sent = server
@@ -197,13 +183,16 @@ async fn a_commit_reported_failed_keeps_the_payload_it_may_have_committed() {
 }
 
 /// A server over the real embedded store wrapped in [`LostReply`].
-async fn serve_wrapped(config: ServerConfig) -> (TestServer, Arc<LostReply>, tempfile::TempDir) {
+async fn serve_wrapped(
+    config: ServerConfig,
+    store_config: &StoreConfig,
+) -> (TestServer, Arc<LostReply>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let real = Store::open_embedded(dir.path(), &StoreConfig::default())
+    let real = Store::open_embedded(dir.path(), store_config)
         .await
         .unwrap();
     let meta = LostReply::around(real.meta.clone());
-    let store = Store::new(meta.clone(), real.blobs.clone(), &StoreConfig::default());
+    let store = Store::new(meta.clone(), real.blobs.clone(), store_config);
     let source = DirectorySource {
         demo: true,
         ..Default::default()
@@ -215,7 +204,8 @@ async fn serve_wrapped(config: ServerConfig) -> (TestServer, Arc<LostReply>, tem
 
 #[tokio::test]
 async fn a_token_whose_record_reported_failure_can_be_retried() {
-    let (server, meta, _dir) = serve_wrapped(ServerConfig::default()).await;
+    let (server, meta, _dir) =
+        serve_wrapped(ServerConfig::default(), &StoreConfig::default()).await;
     let auth = server.client("X26ABC1").token();
     let count = || {
         server
@@ -260,7 +250,7 @@ async fn a_token_refused_before_its_record_is_not_released() {
         }),
         ..ServerConfig::default()
     };
-    let (server, meta, _dir) = serve_wrapped(config).await;
+    let (server, meta, _dir) = serve_wrapped(config, &StoreConfig::default()).await;
     let client = server.client("X26ABC1");
     let mut limited = 0;
     for _ in 0..5 {
