@@ -10,17 +10,21 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod clock;
 pub mod error;
 pub mod filter;
 pub mod headers;
 pub mod ids;
+pub mod lifecycle;
 pub mod model;
 pub mod version;
 pub mod views;
 
 pub use auth::{AuthToken, TokenError};
+pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 pub use error::MeshError;
 pub use filter::WorkflowFilter;
 pub use headers::{ChunkRange, SendHeaders};
+pub use lifecycle::{Change, ExpiryReason};
 pub use model::{Event, Mailbox, Message, MessageType, Metadata, Party, Status, Workflow};
 pub use version::ApiVersion;

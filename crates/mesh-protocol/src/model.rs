@@ -227,7 +227,12 @@ pub struct Message {
     /// Newest first; the first event is the current status.
     pub events: Vec<Event>,
     pub created: DateTime<Utc>,
+    /// When it leaves the inbox uncollected: set when it becomes available (API.md 5.8).
     pub expires: DateTime<Utc>,
+    /// When the recipient first downloaded its last chunk. Not a status (MESH has none
+    /// for it), but a state change the event log reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloaded: Option<DateTime<Utc>>,
 }
 
 impl Message {
@@ -281,6 +286,14 @@ impl Message {
         } else {
             self.metadata.file_name.clone()
         }
+    }
+
+    /// The last chunk arrived: the message is `accepted` and its inbox period starts now
+    /// (API.md 5.8 counts expiry from when it became available, not from the first chunk).
+    pub fn become_available(&mut self, now: DateTime<Utc>) {
+        let period = self.expires - self.created;
+        self.expires = now.checked_add_signed(period).unwrap_or(self.expires);
+        self.events.insert(0, Event::new(Status::Accepted, now));
     }
 
     pub fn is_gzip(&self) -> bool {

@@ -207,7 +207,11 @@ pub fn mailbox_details(mb: &Mailbox) -> Value {
     o
 }
 
-/// Admin message record (API.md 3.16): the v1 field logic with snake_case keys.
+/// Admin message record (API.md 3.16), key for key as the sandbox builds it: a failed
+/// DATA message shows `failure_date` and `failure_diagnostic`; a report with a failure
+/// shows `status_code`, `status_description`, `status_event` and `status_timestamp`
+/// instead; either shows `linked_msg_id` when its failure names one. Unset keys are left
+/// out.
 pub fn message_details(m: &Message) -> Value {
     let md = &m.metadata;
     let failure = m.failure_event();
@@ -235,7 +239,6 @@ pub fn message_details(m: &Message) -> Value {
         "sender_org_name": m.sender.org_name,
         "status": m.status().title(),
         "status_success": if m.is_success() { "SUCCESS" } else { "ERROR" },
-        "status_timestamp": iso_time(m.status_time()),
         "subject": md.subject,
         "upload_timestamp": iso_time(m.created),
         "workflow_id": m.workflow_id,
@@ -245,12 +248,16 @@ pub fn message_details(m: &Message) -> Value {
             obj.insert("download_timestamp".into(), json!(iso_time(t)));
         }
         if let Some(e) = failure {
-            obj.insert("failure_date".into(), json!(iso_time(e.timestamp)));
             let opt = |v: &Option<String>| json!(v.clone().unwrap_or_default());
-            obj.insert("failure_diagnostic".into(), opt(&e.description));
-            obj.insert("status_code".into(), opt(&e.code));
-            obj.insert("status_description".into(), opt(&e.description));
-            obj.insert("status_event".into(), opt(&e.event));
+            if m.message_type == MessageType::Data {
+                obj.insert("failure_date".into(), json!(iso_time(e.timestamp)));
+                obj.insert("failure_diagnostic".into(), opt(&e.description));
+            } else {
+                obj.insert("status_code".into(), opt(&e.code));
+                obj.insert("status_description".into(), opt(&e.description));
+                obj.insert("status_event".into(), opt(&e.event));
+                obj.insert("status_timestamp".into(), json!(iso_time(e.timestamp)));
+            }
             if let Some(l) = &e.linked_message_id {
                 obj.insert("linked_msg_id".into(), json!(l));
             }
@@ -262,4 +269,56 @@ pub fn message_details(m: &Message) -> Value {
 /// True when a message in `status` is listed in the inbox (API.md 5.3).
 pub fn listed(status: Status) -> bool {
     status == Status::Accepted
+}
+
+/// One message of the rich inbox view (API.md 3.15): the sandbox leaves out keys whose
+/// value is unset (`local_id`, `status_code`, `sent_date`).
+pub fn rich_inbox_entry(m: &Message) -> Value {
+    let mut o = json!({
+        "message_id": m.message_id,
+        "expiry_timestamp": iso_time(m.expires),
+        "message_type": m.message_type.upper(),
+        "recipient": m.recipient.mailbox_id,
+        "recipient_name": m.recipient.mailbox_name,
+        "sender": m.sender.mailbox_id,
+        "sender_name": m.sender.mailbox_name,
+        "status": m.status().as_str(),
+        "workflow_id": m.workflow_id,
+        "total_chunks": m.total_chunks,
+    });
+    if let Some(obj) = o.as_object_mut() {
+        if !m.metadata.local_id.is_empty() {
+            obj.insert("local_id".into(), json!(m.metadata.local_id));
+        }
+        let accepted = m.events.iter().find(|e| e.status == Status::Accepted);
+        if let Some(e) = accepted {
+            obj.insert("sent_date".into(), json!(iso_time(e.timestamp)));
+        }
+        let error = m.events.iter().find(|e| e.status == Status::Error);
+        if let Some(code) = error.and_then(|e| e.code.as_ref()) {
+            obj.insert("status_code".into(), json!(code));
+        }
+    }
+    o
+}
+
+/// One message of the rich outbox view (API.md 3.15): `status_code` (of the latest
+/// event), `local_id`, `message_type`, `workflow_id` and `recipient_name` are `""` when
+/// unset, and `sent_date` is when the send began.
+pub fn rich_outbox_entry(m: &Message) -> Value {
+    json!({
+        "message_id": m.message_id,
+        "expiry_timestamp": iso_time(m.expires),
+        "local_id": m.metadata.local_id,
+        "message_type": m.message_type.upper(),
+        "recipient": m.recipient.mailbox_id,
+        "recipient_name": m.recipient.mailbox_name,
+        "sender": m.sender.mailbox_id,
+        "sender_name": m.sender.mailbox_name,
+        "sent_date": iso_time(m.created),
+        "status": m.status().as_str(),
+        "status_code": m.events.first().and_then(|e| e.code.clone()).unwrap_or_default(),
+        "workflow_id": m.workflow_id,
+        "total_chunks": m.total_chunks,
+    })
 }

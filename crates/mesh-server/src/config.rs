@@ -38,8 +38,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Per-mailbox request rate (token bucket); `None` turns it off.
     pub rate_limit: Option<RateLimit>,
-    /// Days before an uncollected message expires (reported as `expiryTime`).
-    pub inbox_expiry_days: i64,
+    /// Expiry, retention and the sweep that applies them (API.md 5.7, 5.8).
+    pub lifecycle: LifecycleConfig,
     /// Echoed by the ping endpoints.
     pub env: String,
     pub build_label: String,
@@ -66,10 +66,52 @@ impl Default for ServerConfig {
                 per_second: 500,
                 burst: 1000,
             }),
-            inbox_expiry_days: 5,
+            lifecycle: LifecycleConfig::default(),
             env: "local".into(),
             build_label: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+}
+
+/// The message lifecycle. `None` turns a rule off.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// A message not acknowledged this long after it became available expires, and its
+    /// sender gets a non-delivery report. MESH: 5 days.
+    pub inbox_expiry: Option<Duration>,
+    /// A message is deleted, with its payload, this long after its last state change
+    /// (acknowledged, expired, report acknowledged). MESH: 30 days.
+    pub retention: Option<Duration>,
+    /// A chunked upload still incomplete this long after it started is deleted.
+    pub upload_timeout: Option<Duration>,
+    /// Event-log entries older than this are trimmed.
+    pub log_retention: Option<Duration>,
+    /// Time between sweeps.
+    pub interval: Duration,
+    /// Messages per sweep transaction: bounds how long a batch holds locks.
+    pub batch: u32,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            inbox_expiry: Some(Duration::from_secs(5 * 86_400)),
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            upload_timeout: Some(Duration::from_secs(86_400)),
+            log_retention: Some(Duration::from_secs(7 * 86_400)),
+            interval: Duration::from_secs(60),
+            batch: 500,
+        }
+    }
+}
+
+impl LifecycleConfig {
+    /// How long a new message stays in the inbox: the configured period, or MESH's five
+    /// days for display when expiry is off (tracking always shows an expiry time).
+    pub fn inbox_period(&self) -> chrono::TimeDelta {
+        self.inbox_expiry
+            .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+            .unwrap_or(chrono::TimeDelta::days(5))
     }
 }
 
@@ -108,6 +150,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("max_connections", &self.max_connections)
             .field("rate_limit", &self.rate_limit)
+            .field("lifecycle", &self.lifecycle)
             .finish_non_exhaustive()
     }
 }

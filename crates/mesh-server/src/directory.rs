@@ -150,6 +150,19 @@ impl Directory {
             .unwrap_or_default()
     }
 
+    /// Ids of the mailboxes whose `active` flag is off: messages waiting for them expire
+    /// with a "mailbox is deactivated" report.
+    pub fn inactive_mailboxes(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .mailboxes
+            .values()
+            .filter(|m| !m.active)
+            .map(|m| m.mailbox_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     pub fn mailbox_count(&self) -> usize {
         self.mailboxes.len()
     }

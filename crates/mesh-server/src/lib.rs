@@ -15,6 +15,7 @@ pub mod devcerts;
 pub mod directory;
 pub mod error;
 pub mod handlers;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ratelimit;
 pub mod state;
@@ -26,7 +27,7 @@ pub use state::AppState;
 
 use axum::routing::{get, post, put};
 use axum::Router;
-use handlers::{admin, download, health, inbox, lookup, send, tracking};
+use handlers::{admin, download, health, inbox, lookup, rich, send, tracking};
 use mesh_protocol::{ApiVersion, MeshError};
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -72,6 +73,9 @@ pub fn router(state: AppState) -> Router {
             get(inbox::handshake).post(inbox::handshake),
         )
         .route(&format!("{mx}/{{mailbox}}/inbox"), get(inbox::list))
+        // Static segments win over `{message_id}` (API.md 3.15): `rich` is never an id.
+        .route(&format!("{mx}/{{mailbox}}/inbox/rich"), get(rich::inbox))
+        .route(&format!("{mx}/{{mailbox}}/outbox/rich"), get(rich::outbox))
         .route(&format!("{mx}/{{mailbox}}/count"), get(inbox::count))
         .route(&format!("{mx}/{{mailbox}}/update"), post(inbox::update))
         .route(
@@ -116,6 +120,11 @@ pub fn router(state: AppState) -> Router {
             .route(
                 &format!("{prefix}/admin/message/{{message_id}}/event"),
                 post(admin::add_event),
+            )
+            .route(&format!("{prefix}/admin/clock"), post(admin::advance_clock))
+            .route(
+                &format!("{prefix}/admin/lifecycle"),
+                post(admin::run_lifecycle),
             )
             .route(
                 &format!("{prefix}/admin/mailbox/{{mailbox}}"),

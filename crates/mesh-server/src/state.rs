@@ -8,7 +8,9 @@ use crate::ratelimit::MailboxRates;
 use axum::http::HeaderMap;
 use chrono::{TimeDelta, Utc};
 use mesh_protocol::version::BadAccept;
-use mesh_protocol::{ApiVersion, AuthToken, Mailbox, MeshError, TokenError};
+use mesh_protocol::{
+    ApiVersion, AuthToken, Clock, Mailbox, MeshError, ShiftedClock, SystemClock, TokenError,
+};
 use mesh_store::Store;
 use std::sync::{Arc, RwLock};
 
@@ -25,13 +27,33 @@ pub struct Inner {
     pub directory: RwLock<Arc<Directory>>,
     pub directory_source: DirectorySource,
     pub rates: Option<MailboxRates>,
+    /// "Now" for auth, message times and the lifecycle sweep (one clock, so tests and
+    /// the sandbox's clock call move all of them together).
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the lifecycle worker before its next tick (a mailbox was deactivated).
+    pub lifecycle_kick: tokio::sync::Notify,
 }
 
 impl AppState {
+    /// The system clock; in sandbox mode a clock that `POST /admin/clock` can move on.
     pub fn new(
         config: ServerConfig,
         store: Store,
         source: DirectorySource,
+    ) -> Result<Self, crate::directory::DirectoryError> {
+        let clock: Arc<dyn Clock> = if config.sandbox {
+            Arc::new(ShiftedClock::new())
+        } else {
+            Arc::new(SystemClock)
+        };
+        Self::with_clock(config, store, source, clock)
+    }
+
+    pub fn with_clock(
+        config: ServerConfig,
+        store: Store,
+        source: DirectorySource,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::directory::DirectoryError> {
         let directory = Directory::load(&source)?;
         // Nodes sharing a store count requests in the store, so the limit holds across
@@ -47,12 +69,22 @@ impl AppState {
                 directory: RwLock::new(Arc::new(directory)),
                 directory_source: source,
                 rates,
+                clock,
+                lifecycle_kick: tokio::sync::Notify::new(),
             }),
         })
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -74,6 +106,8 @@ impl AppState {
             .directory
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        // A mailbox may have been deactivated: its messages get their reports now.
+        self.inner.lifecycle_kick.notify_one();
         Ok(())
     }
 
@@ -117,7 +151,7 @@ impl AppState {
             .clock_window
             .map(|w| TimeDelta::from_std(w).unwrap_or(TimeDelta::hours(2)));
         if let Some(window) = window {
-            if !token.within_window(Utc::now(), window) {
+            if !token.within_window(self.now(), window) {
                 audit::auth_refused(path_mailbox, "timestamp outside the clock window");
                 return Err(MeshError::token_out_of_window());
             }
@@ -147,7 +181,7 @@ impl AppState {
             let keep = window.unwrap_or(TimeDelta::hours(24));
             let expires_at = token
                 .time()
-                .unwrap_or_else(Utc::now)
+                .unwrap_or_else(|| self.now())
                 .checked_add_signed(keep)
                 .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
             let count = token.nonce_count.parse::<u64>().unwrap_or(u64::MAX);

@@ -15,7 +15,8 @@ use common::TestServer;
 use mesh_protocol::{Event, Message, WorkflowFilter};
 use mesh_server::{DirectorySource, ServerConfig};
 use mesh_store::{
-    AckOutcome, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome, Store, StoreConfig, StoreError,
+    AckOutcome, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry, MetaStore,
+    PurgeOutcome, PurgeSweep, PutChunkOutcome, Side, Store, StoreConfig, StoreError,
 };
 use reqwest::StatusCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -154,6 +155,34 @@ impl MetaStore for LostReply {
     }
     async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
         self.inner.count_request(mailbox, window_start).await
+    }
+    async fn mark_downloaded(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
+        self.lost(self.inner.mark_downloaded(id, now).await)
+    }
+    async fn expire_due(&self, sweep: &ExpirySweep) -> Result<ExpiryOutcome> {
+        self.lost(self.inner.expire_due(sweep).await)
+    }
+    async fn purge_due(&self, sweep: &PurgeSweep) -> Result<PurgeOutcome> {
+        self.lost(self.inner.purge_due(sweep).await)
+    }
+    async fn lifecycle_backlog(&self, e: &ExpirySweep, p: &PurgeSweep) -> Result<u64> {
+        self.inner.lifecycle_backlog(e, p).await
+    }
+    async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>> {
+        self.inner.log_after(after, limit).await
+    }
+    async fn trim_log(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.inner.trim_log(before).await
+    }
+    async fn rich(
+        &self,
+        side: Side,
+        mailbox: &str,
+        since: DateTime<Utc>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        self.inner.rich(side, mailbox, since, before, limit).await
     }
 }
 

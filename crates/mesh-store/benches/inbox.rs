@@ -27,6 +27,7 @@ fn message(id: String, to: &str, workflow: &str) -> Message {
         events: vec![Event::new(Status::Accepted, now)],
         created: now,
         expires: now + TimeDelta::days(5),
+        downloaded: None,
     }
 }
 

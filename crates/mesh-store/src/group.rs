@@ -7,7 +7,7 @@
 //! writes queue up. Alone, a write commits immediately.
 
 use crate::error::{Result, StoreError};
-use crate::meta::{AckOutcome, PutChunkOutcome};
+use crate::meta::{AckOutcome, ExpiryOutcome, PurgeOutcome, PutChunkOutcome};
 use futures::future::BoxFuture;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +20,9 @@ pub enum Reply {
     Put(PutChunkOutcome),
     Ack(AckOutcome),
     Keys(Vec<String>),
+    Count(u64),
+    Expired(ExpiryOutcome),
+    Purged(PurgeOutcome),
 }
 
 /// A write: runs against the writer connection inside the batch transaction.

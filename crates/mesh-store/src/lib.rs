@@ -10,14 +10,19 @@ mod blob;
 mod error;
 mod group;
 mod meta;
+mod pg_lifecycle;
 mod postgres;
 mod rows;
 mod sqlite;
+mod sqlite_lifecycle;
 mod store;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
 pub use error::StoreError;
-pub use meta::{AckOutcome, ChunkLocation, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+pub use meta::{
+    AckOutcome, ChunkLocation, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry,
+    MetaStore, PurgeOutcome, PurgeSweep, PutChunkOutcome, Side,
+};
 pub use postgres::{PgMetaStore, PgOptions};
 pub use sqlite::SqliteMetaStore;
 pub use store::{redact_url, BackendSpec, Store, StoreConfig};

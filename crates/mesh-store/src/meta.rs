@@ -4,7 +4,7 @@ use crate::error::Result;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use mesh_protocol::{Event, Message, WorkflowFilter};
+use mesh_protocol::{Change, Event, ExpiryReason, Message, Status, WorkflowFilter};
 
 /// Where a chunk's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,73 @@ pub enum AckOutcome {
     Acknowledged,
     /// Any other status: left alone (acknowledging is idempotent).
     Unchanged,
+}
+
+/// One entry of the event log: a state change of a message, written in the same
+/// transaction as the change. `seq` increases by one per entry across the whole store,
+/// with no gaps, and entries become readable in `seq` order, so a reader that resumes
+/// "after N" neither misses nor repeats one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub change: Change,
+    pub message_id: String,
+    pub sender: String,
+    pub recipient: String,
+    pub workflow_id: String,
+    /// The message's status after the change.
+    pub status: Status,
+}
+
+/// One batch of the expiry sweep (API.md 5.7, 5.8).
+#[derive(Debug, Clone)]
+pub struct ExpirySweep {
+    pub now: DateTime<Utc>,
+    /// The text for messages that simply were not collected in time.
+    pub not_collected: ExpiryReason,
+    /// Recipients whose mailbox is deactivated: their accepted messages expire now, with
+    /// the "mailbox is deactivated" text, whatever their expiry time.
+    pub inactive: Vec<String>,
+    /// How long a new report stays in its inbox.
+    pub report_period: chrono::TimeDelta,
+    /// Most messages in this batch (one transaction).
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpiryOutcome {
+    pub expired: u64,
+    pub reports: u64,
+}
+
+/// One batch of the purge: records past retention and abandoned uploads.
+#[derive(Debug, Clone)]
+pub struct PurgeSweep {
+    /// Final messages (acknowledged, undeliverable, error) whose last change is at or
+    /// before this go. `None`: keep them forever.
+    pub retention_cutoff: Option<DateTime<Utc>>,
+    /// Uploads still `uploading` since at or before this go. `None`: keep them.
+    pub upload_cutoff: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+    pub limit: u32,
+}
+
+/// What a purge batch deleted. `blob_keys` are payloads no record refers to any more,
+/// for the caller to delete once the transaction has committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeOutcome {
+    pub purged: u64,
+    pub abandoned: u64,
+    pub bytes: u64,
+    pub blob_keys: Vec<String>,
+}
+
+/// Which list a rich view reads (API.md 3.15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Inbox,
+    Outbox,
 }
 
 /// Message metadata. Implementations make every method atomic and durable on return:
@@ -156,6 +223,39 @@ pub trait MetaStore: Send + Sync + 'static {
     /// collection) takes a lease first, so the lease lives where every node sees it and
     /// passes to another node when its holder dies.
     async fn try_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool>;
+
+    /// Records that the recipient downloaded the message's last chunk, the first time only.
+    /// Returns false when it was already recorded (or the message is gone).
+    async fn mark_downloaded(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Expires one batch of overdue messages, each with its NDR, in one transaction.
+    /// Messages another node is expiring at the same moment are skipped, never done twice.
+    async fn expire_due(&self, sweep: &ExpirySweep) -> Result<ExpiryOutcome>;
+
+    /// Deletes one batch of records past retention and of abandoned uploads, in one
+    /// transaction.
+    async fn purge_due(&self, sweep: &PurgeSweep) -> Result<PurgeOutcome>;
+
+    /// Work the sweep has not done yet: overdue accepted messages, and records past
+    /// retention or upload timeout.
+    async fn lifecycle_backlog(&self, expiry: &ExpirySweep, purge: &PurgeSweep) -> Result<u64>;
+
+    /// Event-log entries with `seq > after`, oldest first, at most `limit`.
+    async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>>;
+
+    /// Deletes event-log entries written before `before`; returns how many.
+    async fn trim_log(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Messages in a mailbox's inbox (delivered at some point, any status) or outbox,
+    /// created after `since`, newest first, continuing below `before_id`.
+    async fn rich(
+        &self,
+        side: Side,
+        mailbox: &str,
+        since: DateTime<Utc>,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
 
     /// Counts one request by `mailbox` in the fixed window that starts at `window_start`
     /// (Unix seconds) and returns the count so far, for a rate limit that holds across all

@@ -12,12 +12,16 @@
 //! by itself when it is back.
 
 use crate::error::Result;
-use crate::meta::{AckOutcome, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use crate::meta::{
+    AckOutcome, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry, MetaStore,
+    PurgeOutcome, PurgeSweep, PutChunkOutcome, Side,
+};
+use crate::pg_lifecycle::{append_log, pending};
 use crate::rows::{chunk_columns, chunk_from_row, decode, encode};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mesh_protocol::filter::Kind;
-use mesh_protocol::{Event, Message, Status, WorkflowFilter};
+use mesh_protocol::{Change, Event, Message, Status, WorkflowFilter};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 use std::str::FromStr;
@@ -46,7 +50,7 @@ impl Default for PgOptions {
 }
 
 pub struct PgMetaStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// Unix seconds of the last sweep of expired tokens and rate windows by this node.
     last_sweep: AtomicI64,
 }
@@ -118,7 +122,7 @@ impl PgMetaStore {
 /// transaction ends, so another transaction for the same inbox draws its position only
 /// after this one committed: positions become visible in increasing order, which is what
 /// lets a poller resume "after N" without missing a message.
-async fn next_seq(tx: &mut PgConnection, recipient: &str) -> Result<i64> {
+pub(crate) async fn next_seq(tx: &mut PgConnection, recipient: &str) -> Result<i64> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(recipient)
         .execute(&mut *tx)
@@ -129,7 +133,7 @@ async fn next_seq(tx: &mut PgConnection, recipient: &str) -> Result<i64> {
     Ok(row.try_get("seq")?)
 }
 
-async fn load_for_update(tx: &mut PgConnection, id: &str) -> Result<Option<Message>> {
+pub(crate) async fn load_for_update(tx: &mut PgConnection, id: &str) -> Result<Option<Message>> {
     let row = sqlx::query("SELECT record FROM messages WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -137,11 +141,15 @@ async fn load_for_update(tx: &mut PgConnection, id: &str) -> Result<Option<Messa
     row.as_ref().map(decode).transpose()
 }
 
-async fn save(tx: &mut PgConnection, message: &Message, seq: Option<i64>) -> Result<()> {
+pub(crate) async fn save(tx: &mut PgConnection, message: &Message, seq: Option<i64>) -> Result<()> {
     let mut q = QueryBuilder::<Postgres>::new("UPDATE messages SET status = ");
     q.push_bind(message.status().as_str())
         .push(", record = ")
-        .push_bind(encode(message)?);
+        .push_bind(encode(message)?)
+        .push(", expires_at = ")
+        .push_bind(message.expires)
+        .push(", changed_at = ")
+        .push_bind(message.last_modified());
     if let Some(seq) = seq {
         q.push(", inbox_seq = ").push_bind(seq);
     }
@@ -150,19 +158,23 @@ async fn save(tx: &mut PgConnection, message: &Message, seq: Option<i64>) -> Res
     Ok(())
 }
 
-#[async_trait]
-impl MetaStore for PgMetaStore {
-    async fn create_message(&self, message: &Message, first: &ChunkRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+/// Inserts a message row (and its first chunk) in the caller's transaction, drawing an
+/// inbox position when it is already accepted.
+pub(crate) async fn insert_message(
+    tx: &mut PgConnection,
+    message: &Message,
+    first: &ChunkRecord,
+) -> Result<()> {
+    {
         let seq = if message.status() == Status::Accepted {
-            Some(next_seq(&mut tx, &message.recipient.mailbox_id).await?)
+            Some(next_seq(&mut *tx, &message.recipient.mailbox_id).await?)
         } else {
             None
         };
         sqlx::query(
             "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, local_id, status, \
-             total_chunks, inbox_seq, created, record) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             total_chunks, inbox_seq, created, record, expires_at, changed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&message.message_id)
         .bind(&message.sender.mailbox_id)
@@ -174,6 +186,8 @@ impl MetaStore for PgMetaStore {
         .bind(seq)
         .bind(message.created)
         .bind(encode(message)?)
+        .bind(message.expires)
+        .bind(message.last_modified())
         .execute(&mut *tx)
         .await?;
         if message.total_chunks > 0 {
@@ -189,6 +203,24 @@ impl MetaStore for PgMetaStore {
             .execute(&mut *tx)
             .await?;
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MetaStore for PgMetaStore {
+    async fn create_message(&self, message: &Message, first: &ChunkRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_message(&mut tx, message, first).await?;
+        let change = match message.status() {
+            Status::Uploading => Change::Uploading,
+            _ => Change::Accepted,
+        };
+        append_log(
+            &mut tx,
+            &[pending(change, message, message.last_modified())],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -240,9 +272,10 @@ impl MetaStore for PgMetaStore {
         if completed {
             let bytes: i64 = row.try_get("bytes")?;
             message.file_size = bytes.max(0) as u64;
-            message.events.insert(0, Event::new(Status::Accepted, now));
+            message.become_available(now);
             let seq = next_seq(&mut tx, &message.recipient.mailbox_id).await?;
             save(&mut tx, &message, Some(seq)).await?;
+            append_log(&mut tx, &[pending(Change::Accepted, &message, now)]).await?;
         }
         tx.commit().await?;
         Ok(PutChunkOutcome::Stored {
@@ -389,6 +422,7 @@ impl MetaStore for PgMetaStore {
             .events
             .insert(0, Event::new(Status::Acknowledged, now));
         save(&mut tx, &message, None).await?;
+        append_log(&mut tx, &[pending(Change::Acknowledged, &message, now)]).await?;
         tx.commit().await?;
         Ok(AckOutcome::Acknowledged)
     }
@@ -427,12 +461,18 @@ impl MetaStore for PgMetaStore {
             None
         };
         save(&mut tx, &message, seq).await?;
+        append_log(
+            &mut tx,
+            &[pending(Change::StatusSet, &message, event.timestamp)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     async fn reset_all(&self) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
+        crate::pg_lifecycle::log_all_purged(&mut tx, Utc::now()).await?;
         let rows = sqlx::query("DELETE FROM chunks WHERE blob_key IS NOT NULL RETURNING blob_key")
             .fetch_all(&mut *tx)
             .await?;
@@ -534,5 +574,40 @@ impl MetaStore for PgMetaStore {
         .await?;
         let hits: i64 = row.try_get("hits")?;
         Ok(hits.max(0) as u64)
+    }
+
+    async fn mark_downloaded(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        self.do_mark_downloaded(message_id, now).await
+    }
+
+    async fn expire_due(&self, sweep: &ExpirySweep) -> Result<ExpiryOutcome> {
+        self.do_expire_due(sweep).await
+    }
+
+    async fn purge_due(&self, sweep: &PurgeSweep) -> Result<PurgeOutcome> {
+        self.do_purge_due(sweep).await
+    }
+
+    async fn lifecycle_backlog(&self, expiry: &ExpirySweep, purge: &PurgeSweep) -> Result<u64> {
+        self.do_lifecycle_backlog(expiry, purge).await
+    }
+
+    async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>> {
+        self.do_log_after(after, limit).await
+    }
+
+    async fn trim_log(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.do_trim_log(before).await
+    }
+
+    async fn rich(
+        &self,
+        side: Side,
+        mailbox: &str,
+        since: DateTime<Utc>,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        self.do_rich(side, mailbox, since, before_id, limit).await
     }
 }

@@ -56,3 +56,31 @@ pub(crate) fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>
         ChunkLocation::Blob(k) => (Some(k.as_str()), None),
     }
 }
+
+/// The id of the `i`th report made in one sweep batch. Ids start with their creation
+/// time to the microsecond; reports made in one batch share a clock reading, so each gets
+/// its own microsecond, which keeps two of them from ever drawing the same id.
+pub(crate) fn report_id(now: chrono::DateTime<chrono::Utc>, i: usize) -> String {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    mesh_protocol::ids::message_id(
+        now + chrono::TimeDelta::microseconds(i as i64),
+        [bytes[0], bytes[1], bytes[2]],
+    )
+}
+
+/// The id prefix of messages created at `t`: ids begin `yyyyMMddHHmmssffffff`, so
+/// "created after t" is "id greater than this" (API.md 5.1).
+pub(crate) fn id_floor(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y%m%d%H%M%S%6f").to_string()
+}
+
+/// A log change name read back from the database.
+pub(crate) fn change_from(name: &str) -> Result<mesh_protocol::Change> {
+    mesh_protocol::Change::parse(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown change in the event log: {name}")))
+}
+
+pub(crate) fn status_from(name: &str) -> Result<mesh_protocol::Status> {
+    mesh_protocol::Status::parse(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown status: {name}")))
+}

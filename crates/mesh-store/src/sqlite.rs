@@ -8,12 +8,16 @@
 
 use crate::error::{Result, StoreError};
 use crate::group::{Job, Reply, Writer};
-use crate::meta::{AckOutcome, ChunkRecord, InboxEntry, MetaStore, PutChunkOutcome};
+use crate::meta::{
+    AckOutcome, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry, MetaStore,
+    PurgeOutcome, PurgeSweep, PutChunkOutcome, Side,
+};
 use crate::rows::{chunk_columns, chunk_from_row, decode, encode};
+use crate::sqlite_lifecycle::log;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mesh_protocol::filter::Kind;
-use mesh_protocol::{Event, Message, Status, WorkflowFilter};
+use mesh_protocol::{Change, Event, Message, Status, WorkflowFilter};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -26,12 +30,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub struct SqliteMetaStore {
-    writer: Writer,
-    reader: SqlitePool,
+    pub(crate) writer: Writer,
+    pub(crate) reader: SqlitePool,
     /// The last inbox position handed out. Only the writer task assigns positions, so a
     /// counter seeded from the database at start replaces a `MAX()` query per write; a
     /// rolled-back write leaves a gap, which ordering does not mind.
-    seq: Arc<AtomicI64>,
+    pub(crate) seq: Arc<AtomicI64>,
     tokens: TokenLog,
 }
 
@@ -296,11 +300,14 @@ impl SqliteMetaStore {
     }
 }
 
-fn next_seq(seq: &AtomicI64) -> i64 {
+pub(crate) fn next_seq(seq: &AtomicI64) -> i64 {
     seq.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-async fn load_for_update(tx: &mut SqliteConnection, id: &str) -> Result<Option<Message>> {
+pub(crate) async fn load_for_update(
+    tx: &mut SqliteConnection,
+    id: &str,
+) -> Result<Option<Message>> {
     let row = sqlx::query("SELECT record FROM messages WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -308,11 +315,19 @@ async fn load_for_update(tx: &mut SqliteConnection, id: &str) -> Result<Option<M
     row.as_ref().map(decode).transpose()
 }
 
-async fn save(tx: &mut SqliteConnection, message: &Message, seq: Option<i64>) -> Result<()> {
+pub(crate) async fn save(
+    tx: &mut SqliteConnection,
+    message: &Message,
+    seq: Option<i64>,
+) -> Result<()> {
     let mut q = QueryBuilder::<Sqlite>::new("UPDATE messages SET status = ");
     q.push_bind(message.status().as_str())
         .push(", record = ")
-        .push_bind(encode(message)?);
+        .push_bind(encode(message)?)
+        .push(", expires_at = ")
+        .push_bind(message.expires.timestamp())
+        .push(", changed_at = ")
+        .push_bind(message.last_modified().timestamp());
     if let Some(seq) = seq {
         q.push(", inbox_seq = ").push_bind(seq);
     }
@@ -321,11 +336,12 @@ async fn save(tx: &mut SqliteConnection, message: &Message, seq: Option<i64>) ->
     Ok(())
 }
 
-async fn w_create_message(
+pub(crate) async fn w_create_message(
     tx: &mut SqliteConnection,
     counter: &AtomicI64,
     message: &Message,
     first: &ChunkRecord,
+    change: Change,
 ) -> Result<()> {
     let seq = if message.status() == Status::Accepted {
         Some(next_seq(counter))
@@ -334,7 +350,8 @@ async fn w_create_message(
     };
     sqlx::query(
         "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, local_id, status, \
-         total_chunks, inbox_seq, created, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         total_chunks, inbox_seq, created, record, expires_at, changed_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&message.message_id)
     .bind(&message.sender.mailbox_id)
@@ -346,8 +363,11 @@ async fn w_create_message(
     .bind(seq)
     .bind(message.created.to_rfc3339())
     .bind(encode(message)?)
+    .bind(message.expires.timestamp())
+    .bind(message.last_modified().timestamp())
     .execute(&mut *tx)
     .await?;
+    log(tx, change, message, message.last_modified()).await?;
     if message.total_chunks > 0 {
         let (key, data) = chunk_columns(first);
         sqlx::query(
@@ -410,9 +430,10 @@ async fn w_put_chunk(
     if completed {
         let bytes: i64 = row.try_get("bytes")?;
         message.file_size = bytes as u64;
-        message.events.insert(0, Event::new(Status::Accepted, now));
+        message.become_available(now);
         let seq = next_seq(counter);
         save(tx, &message, Some(seq)).await?;
+        log(tx, Change::Accepted, &message, now).await?;
     }
     Ok(PutChunkOutcome::Stored {
         completed,
@@ -439,6 +460,7 @@ async fn w_acknowledge(
         .events
         .insert(0, Event::new(Status::Acknowledged, now));
     save(tx, &message, None).await?;
+    log(tx, Change::Acknowledged, &message, now).await?;
     Ok(AckOutcome::Acknowledged)
 }
 
@@ -458,10 +480,19 @@ async fn w_add_event(
         None
     };
     save(tx, &message, seq).await?;
+    log(tx, Change::StatusSet, &message, event.timestamp).await?;
     Ok(true)
 }
 
-async fn w_reset_all(tx: &mut SqliteConnection) -> Result<Vec<String>> {
+async fn w_reset_all(tx: &mut SqliteConnection, now: DateTime<Utc>) -> Result<Vec<String>> {
+    sqlx::query(
+        "INSERT INTO message_log (at, change, message_id, sender_id, recipient_id, workflow_id, \
+         status) SELECT ?, 'purged', id, sender_id, recipient_id, workflow_id, status \
+         FROM messages ORDER BY id",
+    )
+    .bind(now.timestamp_micros())
+    .execute(&mut *tx)
+    .await?;
     let rows = sqlx::query("SELECT blob_key FROM chunks WHERE blob_key IS NOT NULL")
         .fetch_all(&mut *tx)
         .await?;
@@ -490,7 +521,7 @@ async fn w_reset_mailbox(tx: &mut SqliteConnection, mailbox: &str) -> Result<()>
 
 /// Wraps a write as a group-commit job. The closure owns its inputs: it runs later, on the
 /// writer task.
-fn job<F>(f: F) -> Job
+pub(crate) fn job<F>(f: F) -> Job
 where
     F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<Reply>>
         + Send
@@ -499,7 +530,7 @@ where
     Box::new(f)
 }
 
-fn unexpected(reply: Reply) -> StoreError {
+pub(crate) fn unexpected(reply: Reply) -> StoreError {
     StoreError::Corrupt(format!("writer answered {reply:?}"))
 }
 
@@ -509,7 +540,11 @@ impl MetaStore for SqliteMetaStore {
         let (message, first, counter) = (message.clone(), first.clone(), self.seq.clone());
         let j = job(move |tx| {
             Box::pin(async move {
-                w_create_message(tx, &counter, &message, &first).await?;
+                let change = match message.status() {
+                    Status::Uploading => Change::Uploading,
+                    _ => Change::Accepted,
+                };
+                w_create_message(tx, &counter, &message, &first, change).await?;
                 Ok(Reply::Done)
             })
         });
@@ -568,7 +603,9 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn reset_all(&self) -> Result<Vec<String>> {
-        let j = job(move |tx| Box::pin(async move { Ok(Reply::Keys(w_reset_all(tx).await?)) }));
+        let now = Utc::now();
+        let j =
+            job(move |tx| Box::pin(async move { Ok(Reply::Keys(w_reset_all(tx, now).await?)) }));
         match self.writer.write(j).await? {
             Reply::Keys(keys) => Ok(keys),
             other => Err(unexpected(other)),
@@ -762,5 +799,40 @@ impl MetaStore for SqliteMetaStore {
 
     async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
         self.tokens.count(mailbox, window_start).await
+    }
+
+    async fn mark_downloaded(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        self.do_mark_downloaded(message_id, now).await
+    }
+
+    async fn expire_due(&self, sweep: &ExpirySweep) -> Result<ExpiryOutcome> {
+        self.do_expire_due(sweep).await
+    }
+
+    async fn purge_due(&self, sweep: &PurgeSweep) -> Result<PurgeOutcome> {
+        self.do_purge_due(sweep).await
+    }
+
+    async fn lifecycle_backlog(&self, expiry: &ExpirySweep, purge: &PurgeSweep) -> Result<u64> {
+        self.do_lifecycle_backlog(expiry, purge).await
+    }
+
+    async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>> {
+        self.do_log_after(after, limit).await
+    }
+
+    async fn trim_log(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.do_trim_log(before).await
+    }
+
+    async fn rich(
+        &self,
+        side: Side,
+        mailbox: &str,
+        since: DateTime<Utc>,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        self.do_rich(side, mailbox, since, before_id, limit).await
     }
 }

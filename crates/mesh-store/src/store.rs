@@ -2,7 +2,7 @@
 
 use crate::blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
 use crate::error::{Result, StoreError};
-use crate::meta::{ChunkLocation, ChunkRecord, MetaStore};
+use crate::meta::{ChunkLocation, ChunkRecord, MetaStore, PurgeOutcome, PurgeSweep};
 use crate::postgres::{PgMetaStore, PgOptions};
 use crate::sqlite::SqliteMetaStore;
 use bytes::{Bytes, BytesMut};
@@ -253,6 +253,18 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Deletes one batch of records past retention and of abandoned uploads, then their
+    /// payloads. Payloads go only after the records are gone, so no record ever points at
+    /// a deleted payload; a crash between the two leaves unreferenced payloads, which the
+    /// garbage collector takes.
+    pub async fn purge_due(&self, sweep: &PurgeSweep) -> Result<PurgeOutcome> {
+        let out = self.meta.purge_due(sweep).await?;
+        for key in &out.blob_keys {
+            self.discard_key(key).await;
+        }
+        Ok(out)
     }
 
     /// Deletes every message and its payload (sandbox reset).

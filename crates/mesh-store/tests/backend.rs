@@ -145,6 +145,7 @@ fn message(id: &str, to: &str, workflow: &str, total: u32) -> Message {
         events: vec![Event::new(status, now)],
         created: now,
         expires: now + TimeDelta::days(5),
+        downloaded: None,
     }
 }
 

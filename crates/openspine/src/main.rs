@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mesh_server::config::RateLimit;
+use mesh_server::config::{LifecycleConfig, RateLimit};
 use mesh_server::tls::{TlsFiles, TlsReloader};
 use mesh_server::{AppState, DirectorySource, ServerConfig};
 use mesh_store::{redact_url, BackendSpec, PgOptions, S3Options, Store, StoreConfig};
@@ -171,6 +171,33 @@ struct ServeArgs {
     /// flight on some node is never taken. Must exceed the longest chunk upload.
     #[arg(long, env = "OPENSPINE_GC_MIN_AGE_SECS", default_value_t = 3600)]
     gc_min_age_secs: u64,
+    /// Seconds a message may wait in its inbox, not acknowledged, before it expires and
+    /// its sender gets a non-delivery report (0: never expire). MESH: 5 days.
+    #[arg(long, env = "OPENSPINE_INBOX_EXPIRY_SECS", default_value_t = 432_000)]
+    inbox_expiry_secs: u64,
+    /// Seconds after a message's last state change (acknowledged, expired, report
+    /// acknowledged) before it is deleted with its payload (0: keep forever). MESH: 30 days.
+    #[arg(long, env = "OPENSPINE_RETENTION_SECS", default_value_t = 2_592_000)]
+    retention_secs: u64,
+    /// Seconds a chunked upload may stay incomplete before it is deleted (0: never).
+    #[arg(long, env = "OPENSPINE_UPLOAD_TIMEOUT_SECS", default_value_t = 86_400)]
+    upload_timeout_secs: u64,
+    /// Seconds the event log keeps an entry (0: forever).
+    #[arg(
+        long,
+        env = "OPENSPINE_EVENT_LOG_RETENTION_SECS",
+        default_value_t = 604_800
+    )]
+    event_log_retention_secs: u64,
+    /// Seconds between lifecycle sweeps (expiry, reports, retention). Every node sweeps;
+    /// the store makes sure only one acts on a given message.
+    #[arg(long, env = "OPENSPINE_LIFECYCLE_INTERVAL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    lifecycle_interval_secs: u64,
+    /// Messages per lifecycle transaction.
+    #[arg(long, env = "OPENSPINE_LIFECYCLE_BATCH", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    lifecycle_batch: u32,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OPENSPINE_LOG_JSON")]
     log_json: bool,
@@ -195,6 +222,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A period in seconds, where 0 means "off".
+fn secs(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n))
 }
 
 fn init_logging(json: bool) {
@@ -228,6 +260,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             per_second: args.rate_limit,
             burst: args.rate_burst.max(1),
         }),
+        lifecycle: LifecycleConfig {
+            inbox_expiry: secs(args.inbox_expiry_secs),
+            retention: secs(args.retention_secs),
+            upload_timeout: secs(args.upload_timeout_secs),
+            log_retention: secs(args.event_log_retention_secs),
+            interval: Duration::from_secs(args.lifecycle_interval_secs),
+            batch: args.lifecycle_batch,
+        },
         ..ServerConfig::default()
     };
     if args.sandbox {
@@ -310,6 +350,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     spawn_reload_on_hangup(state.clone(), tls.clone());
+    mesh_server::lifecycle::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

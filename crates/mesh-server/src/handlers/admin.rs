@@ -8,9 +8,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
+use mesh_protocol::lifecycle::{NDR_CODE, NDR_EVENT, SANDBOX_EXPIRY_DAYS};
 use mesh_protocol::views::{mailbox_details, message_details};
-use mesh_protocol::{ApiVersion, Event, MeshError, Message, MessageType, Metadata, Party, Status};
+use mesh_protocol::{
+    ApiVersion, Event, ExpiryReason, MeshError, Message, MessageType, Metadata, Party, Status,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -49,7 +52,8 @@ pub async fn reset_all(State(state): State<AppState>) -> Result<Response, ApiErr
         tracing::error!(error = %e, "fixture reload failed");
         ApiError::new(MeshError::internal(), V)
     })?;
-    tracing::info!("sandbox reset: all mailboxes");
+    state.clock().reset();
+    tracing::info!("sandbox reset: all mailboxes (and the clock)");
     Ok(ok(json!({"message": "all mailboxes reset"})))
 }
 
@@ -90,7 +94,12 @@ pub struct CreateReport {
     status: Option<String>,
 }
 
-/// `POST /messageexchange/admin/report`: injects a non-delivery report into an inbox.
+/// `POST /messageexchange/admin/report`: injects a report into an inbox, as the sandbox
+/// does (API.md 3.16). Status `undeliverable` (the default) makes the sandbox's own NDR:
+/// whatever code and description were asked for, it carries code 14, event `SEND`, "Message
+/// not collected by recipient after 5 days", the linked id, subject "NDR: <subject>" (or
+/// "NDR"), the local id and no file name. Status `error` makes a report with exactly the
+/// code, description, subject, local id and file name given, event `TRANSFER`.
 pub async fn create_report(
     State(state): State<AppState>,
     body: Bytes,
@@ -116,16 +125,49 @@ pub async fn create_report(
     let recipient = directory
         .mailbox(&mailbox_id)
         .ok_or_else(|| ApiError::new(MeshError::admin_mailbox_missing(), V))?;
-    let now = Utc::now();
+    let now = state.now();
     let bytes = *uuid::Uuid::new_v4().as_bytes();
     let message_id = mesh_protocol::ids::message_id(now, [bytes[0], bytes[1], bytes[2]]);
-    let failure = Event {
-        status,
-        timestamp: now - TimeDelta::milliseconds(1),
-        code: Some(req.code),
-        event: Some("TRANSFER".into()),
-        description: Some(req.description),
-        linked_message_id: req.linked_message_id,
+    let (failure, metadata) = match status {
+        Status::Undeliverable => (
+            Event {
+                status: Status::Error,
+                timestamp: now - TimeDelta::milliseconds(1),
+                code: Some(NDR_CODE.into()),
+                event: Some(NDR_EVENT.into()),
+                description: Some(
+                    ExpiryReason::NotCollected {
+                        days: SANDBOX_EXPIRY_DAYS,
+                    }
+                    .description(),
+                ),
+                linked_message_id: req.linked_message_id,
+            },
+            Metadata {
+                subject: match req.subject.as_deref() {
+                    None | Some("") => "NDR".into(),
+                    Some(s) => format!("NDR: {s}"),
+                },
+                local_id: req.local_id.unwrap_or_default(),
+                ..Default::default()
+            },
+        ),
+        _ => (
+            Event {
+                status,
+                timestamp: now - TimeDelta::milliseconds(1),
+                code: Some(req.code),
+                event: Some("TRANSFER".into()),
+                description: Some(req.description),
+                linked_message_id: req.linked_message_id,
+            },
+            Metadata {
+                subject: req.subject.unwrap_or_default(),
+                local_id: req.local_id.unwrap_or_default(),
+                file_name: req.file_name.unwrap_or_default(),
+                ..Default::default()
+            },
+        ),
     };
     let message = Message {
         message_id: message_id.clone(),
@@ -135,15 +177,11 @@ pub async fn create_report(
         message_type: MessageType::Report,
         total_chunks: 0,
         file_size: 0,
-        metadata: Metadata {
-            subject: req.subject.unwrap_or_default(),
-            local_id: req.local_id.unwrap_or_default(),
-            file_name: req.file_name.unwrap_or_default(),
-            ..Default::default()
-        },
+        metadata,
         events: vec![Event::new(Status::Accepted, now), failure],
         created: now,
-        expires: now + TimeDelta::days(state.config().inbox_expiry_days),
+        expires: now + state.config().lifecycle.inbox_period(),
+        downloaded: None,
     };
     let empty = mesh_store::ChunkRecord {
         size: 0,
@@ -187,7 +225,7 @@ pub async fn add_event(
     })?;
     let event = Event {
         status,
-        timestamp: Utc::now(),
+        timestamp: state.now(),
         code: req.code,
         event: req.event,
         description: req.description,
@@ -231,4 +269,45 @@ pub async fn message(
         .map_err(|e| store_error(e, V))?
         .ok_or_else(|| ApiError::new(MeshError::not_found(), V))?;
     Ok(ok(message_details(&message)))
+}
+
+#[derive(Deserialize)]
+pub struct AdvanceClock {
+    advance_secs: i64,
+}
+
+/// `POST /admin/clock` (an OpenSpine extension, sandbox only): moves the server's clock
+/// forward, so a test can make five days pass and see what MESH does then. `DELETE
+/// /admin/reset` puts it back.
+pub async fn advance_clock(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    guard(&state)?;
+    let req: AdvanceClock = parse_body(&body)?;
+    // Up to a century, forwards only: the clock never runs backwards under a message.
+    if !(0..=100 * 366 * 86_400).contains(&req.advance_secs) {
+        return Err(ApiError::new(
+            MeshError::validation(
+                "range",
+                &["body", "advance_secs"],
+                "advance_secs must be between 0 and 3162240000",
+            ),
+            V,
+        ));
+    }
+    state.clock().advance(TimeDelta::seconds(req.advance_secs));
+    let now = state.now();
+    tracing::info!(advanced_secs = req.advance_secs, now = %now, "sandbox clock moved");
+    Ok(ok(json!({"now": mesh_protocol::views::iso_time(now)})))
+}
+
+/// `POST /admin/lifecycle` (an OpenSpine extension, sandbox only): runs the lifecycle
+/// sweep now instead of at its next tick, and answers what it did.
+pub async fn run_lifecycle(State(state): State<AppState>) -> Result<Response, ApiError> {
+    guard(&state)?;
+    let report = crate::lifecycle::sweep(&state)
+        .await
+        .map_err(|e| store_error(e, V))?;
+    Ok(ok(serde_json::to_value(report).unwrap_or_default()))
 }

@@ -86,6 +86,7 @@ async fn download(
     }
     let mut pairs = download_headers(&message, number);
     if message.message_type == MessageType::Report {
+        mark_downloaded(&state, &message);
         pairs.push(("content-length", "0".into()));
         return Ok(with_headers(StatusCode::OK.into_response(), pairs));
     }
@@ -153,12 +154,29 @@ async fn download(
         pairs.push(("content-length", n.to_string()));
     }
     let status = if number >= message.total_chunks {
+        mark_downloaded(&state, &message);
         StatusCode::OK
     } else {
         StatusCode::PARTIAL_CONTENT
     };
     metrics::counter!("mesh_chunks_sent_total").increment(1);
     Ok(with_headers((status, body).into_response(), pairs))
+}
+
+/// Records the first download of a message's last chunk (a state change for the event
+/// log), off the answer's path: the download does not wait for a commit, and a failed
+/// record only costs the log that one entry.
+fn mark_downloaded(state: &AppState, message: &mesh_protocol::Message) {
+    if message.downloaded.is_some() {
+        return;
+    }
+    let (state, id) = (state.clone(), message.message_id.clone());
+    tokio::spawn(async move {
+        let now = state.now();
+        if let Err(e) = state.store().meta.mark_downloaded(&id, now).await {
+            tracing::warn!(error = %e, message_id = %id, "recording a download failed");
+        }
+    });
 }
 
 /// `HEAD …/inbox/{id}`: the sender may look at any status, the recipient at delivered ones,

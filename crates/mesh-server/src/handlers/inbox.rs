@@ -7,7 +7,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::Engine;
-use chrono::Utc;
 use mesh_protocol::{ApiVersion, MeshError, WorkflowFilter};
 use mesh_store::AckOutcome;
 use serde_json::json;
@@ -249,7 +248,7 @@ pub async fn acknowledge(
         true => state
             .store()
             .meta
-            .acknowledge(&message_id, &mailbox, Utc::now())
+            .acknowledge(&message_id, &mailbox, state.now())
             .await
             .map_err(|e| store_error(e, version))?,
         false => AckOutcome::NoSuchMessage,

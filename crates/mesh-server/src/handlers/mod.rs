@@ -6,6 +6,7 @@ pub mod download;
 pub mod health;
 pub mod inbox;
 pub mod lookup;
+pub mod rich;
 pub mod send;
 pub mod tracking;
 

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use mesh_protocol::{
     ApiVersion, ChunkRange, Event, Mailbox, MeshError, Message, MessageType, Metadata, SendHeaders,
@@ -79,9 +79,9 @@ fn check_legacy_headers(headers: &HeaderMap, sender: &Mailbox) -> Result<(), Mes
     Ok(())
 }
 
-fn new_message_id() -> String {
+fn new_message_id(now: chrono::DateTime<Utc>) -> String {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
-    mesh_protocol::ids::message_id(Utc::now(), [bytes[0], bytes[1], bytes[2]])
+    mesh_protocol::ids::message_id(now, [bytes[0], bytes[1], bytes[2]])
 }
 
 /// `POST /messageexchange/{mailbox}/outbox`.
@@ -126,7 +126,7 @@ pub async fn send(
     let limit = config.max_chunk_size.min(config.max_message_size);
     check_declared_length(&headers, limit).map_err(err)?;
 
-    let message_id = new_message_id();
+    let message_id = new_message_id(state.now());
     let store = state.store();
     let chunk = store
         .write_chunk(&message_id, 1, body_stream(body), limit)
@@ -136,7 +136,7 @@ pub async fn send(
         store.discard(&chunk).await;
         return Err(err(MeshError::missing_data_file()));
     }
-    let now = Utc::now();
+    let now = state.now();
     let single = h.total_chunks == 1;
     let message = Message {
         message_id: message_id.clone(),
@@ -166,7 +166,8 @@ pub async fn send(
             now,
         )],
         created: now,
-        expires: now + TimeDelta::days(config.inbox_expiry_days),
+        expires: now + config.lifecycle.inbox_period(),
+        downloaded: None,
     };
     if let Err(e) = store.meta.create_message(&message, &chunk).await {
         // Not discarded: a commit can fail in a way that hides whether it happened (the
@@ -253,7 +254,7 @@ pub async fn upload_chunk(
         .map_err(|e| store_error(e, version))?;
     let outcome = store
         .meta
-        .put_chunk(&message_id, number, &chunk, Utc::now())
+        .put_chunk(&message_id, number, &chunk, state.now())
         .await;
     match outcome {
         Ok(PutChunkOutcome::Stored {
