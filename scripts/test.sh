@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: lint, Rust tests (unit, the backend suite on
 # real SQLite files and on a real PostgreSQL + Garage S3, HTTP integration), the Python
-# mesh-client interop suite (plain, mutual TLS, and on PostgreSQL + S3), the kill -9 crash
+# mesh-client interop suite (plain, mutual TLS, and on PostgreSQL + S3), the NHS sandbox's own
+# packaged test suite over HTTP, the kill -9 crash
 # test, the 1 GiB memory test, the three-node cluster test (kill -9 and rolling restart),
 # the PostgreSQL outage test, a short run of the side-by-side benchmark so it cannot rot,
 # and a minute of fuzzing per parser. It installs and starts what it needs: a Python venv in
@@ -95,6 +96,17 @@ if [ -x "$bin" ] && run "python venv" need_python; then
       failures+=("interop $mode"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
     fi
   done
+
+  # The NHS sandbox's own packaged test suite, over HTTP against `openspine serve --demo --sandbox`.
+  step "sandbox suite: mesh-sandbox's own tests against openspine"
+  .venv/bin/python tests/sandbox_suite/run.py --bin "$bin" 2>&1 | tee "$log_dir/sandbox-suite.log"
+  sbx_rc=${PIPESTATUS[0]}
+  p=$(grep -Eo 'sandbox suite: [0-9]+ passed' "$log_dir/sandbox-suite.log" | tail -1 | awk '{print $3+0}')
+  f=$(grep -Eo '[0-9]+ failed, [0-9]+ not run' "$log_dir/sandbox-suite.log" | tail -1 | awk '{print $1+0}')
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ "$sbx_rc" -ne 0 ]; then
+    failures+=("sandbox suite"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
+  fi
 
   if [ -z "${QUICK:-}" ]; then
     if run "crash test: kill -9 cycles" .venv/bin/python tests/system/crash_test.py --bin "$bin" --cycles "${CRASH_CYCLES:-12}"; then
