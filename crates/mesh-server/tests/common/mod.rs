@@ -3,9 +3,11 @@
 #![allow(dead_code)]
 
 use mesh_client::MeshClient;
+use mesh_protocol::Clock;
 use mesh_server::tls::TlsReloader;
 use mesh_server::{AppState, DirectorySource, ServerConfig};
 use mesh_store::{Store, StoreConfig};
+use std::sync::Arc;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -46,6 +48,20 @@ impl TestServer {
         Self::serve_store(dir, config, store, source, None).await
     }
 
+    /// A server whose clock is `clock`: tests move it days on in an instant.
+    pub async fn with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        source: DirectorySource,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_embedded(dir.path(), &StoreConfig::default())
+            .await
+            .expect("store opens");
+        let state = AppState::with_clock(config, store, source, clock).expect("directory loads");
+        Self::serve_state(dir, state, None).await
+    }
+
     /// Serves an already open store (several servers can share one, as nodes do), with a
     /// given directory and optionally TLS.
     pub async fn serve_store(
@@ -56,6 +72,10 @@ impl TestServer {
         tls: Option<TlsReloader>,
     ) -> Self {
         let state = AppState::new(config, store, source).expect("directory loads");
+        Self::serve_state(dir, state, tls).await
+    }
+
+    pub async fn serve_state(dir: TempDir, state: AppState, tls: Option<TlsReloader>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
