@@ -94,7 +94,12 @@ async fn an_overdue_message_expires_once_with_one_report_to_its_sender() {
 
         let original = s.meta.message(&m.message_id).await.unwrap().unwrap();
         assert_eq!(original.status(), Status::Undeliverable, "{}", b.name);
-        assert!(s.meta.inbox("BOX", None, None, 10).await.unwrap().is_empty());
+        assert!(s
+            .meta
+            .inbox("BOX", None, None, 10)
+            .await
+            .unwrap()
+            .is_empty());
 
         let reports = reports_in(s, "SENDER").await;
         let ndr = reports.get(&m.message_id).expect("the NDR");
@@ -209,7 +214,12 @@ async fn retention_deletes_records_chunks_and_payloads_and_nothing_younger() {
         assert_eq!(done.bytes, 5000);
         assert!(s.meta.message(&big.message_id).await.unwrap().is_none());
         assert!(s.meta.chunk(&big.message_id, 1).await.unwrap().is_none());
-        assert_eq!(blob_keys(s).await.len(), 1, "{}: its payload is gone", b.name);
+        assert_eq!(
+            blob_keys(s).await.len(),
+            1,
+            "{}: its payload is gone",
+            b.name
+        );
         if b.spec.is_none() {
             assert_eq!(files_under(&b), 1, "its payload file is gone from disk");
         }
@@ -241,7 +251,11 @@ async fn an_upload_left_incomplete_is_removed_with_its_chunks() {
             .unwrap();
         assert_eq!(blob_keys(s).await.len(), 2);
 
-        let sweep = purge(t0 + TimeDelta::hours(25), TimeDelta::days(30), TimeDelta::days(1));
+        let sweep = purge(
+            t0 + TimeDelta::hours(25),
+            TimeDelta::days(30),
+            TimeDelta::days(1),
+        );
         let done = s.purge_due(&sweep).await.unwrap();
         assert_eq!((done.abandoned, done.purged), (1, 0), "{}", b.name);
         assert_eq!(done.bytes, 8000);
@@ -339,7 +353,11 @@ async fn the_event_log_is_gapless_in_change_order_and_keeps_nothing_rolled_back(
             .unwrap();
         let due = t0 + TimeDelta::days(6);
         let expired = s.meta.expire_due(&expiry(due, 10)).await.unwrap();
-        assert_eq!(expired.expired, 1, "{}: the chunked message expires", b.name);
+        assert_eq!(
+            expired.expired, 1,
+            "{}: the chunked message expires",
+            b.name
+        );
         let later = due + TimeDelta::days(31);
         let purged = s
             .purge_due(&purge(later, TimeDelta::days(30), TimeDelta::days(1)))
@@ -397,7 +415,11 @@ async fn the_event_log_is_gapless_in_change_order_and_keeps_nothing_rolled_back(
         let mid = log[3].seq;
         let rest = s.meta.log_after(mid, 100).await.unwrap();
         assert_eq!(rest.first().map(|e| e.seq), Some(mid + 1));
-        let trimmed = s.meta.trim_log(Utc::now() - TimeDelta::days(3650)).await.unwrap();
+        let trimmed = s
+            .meta
+            .trim_log(Utc::now() - TimeDelta::days(3650))
+            .await
+            .unwrap();
         assert_eq!(trimmed, 0, "{}: nothing is that old", b.name);
     }
 }
@@ -438,4 +460,99 @@ async fn nodes_writing_at_once_share_one_gapless_log() {
             .values()
             .all(|c| c == &[Change::Accepted, Change::Acknowledged]));
     }
+}
+
+/// Applies only the first migration of `dir` (the schema of the release before the
+/// lifecycle), through a migrator built from a copy of that one file.
+async fn first_migration_only(engine: &str) -> (tempfile::TempDir, sqlx::migrate::Migrator) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(engine);
+    let dir = tempfile::tempdir().unwrap();
+    let first = std::fs::read_dir(&src)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .min()
+        .unwrap();
+    std::fs::copy(&first, dir.path().join(first.file_name().unwrap())).unwrap();
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    (dir, migrator)
+}
+
+/// A message row as the release before the lifecycle wrote it (no expiry columns).
+fn old_row(m: &Message) -> (String, String) {
+    (m.message_id.clone(), serde_json::to_string(m).unwrap())
+}
+
+#[tokio::test]
+async fn messages_stored_before_the_upgrade_expire_on_time_after_it() {
+    use sqlx::Connection;
+    let t0 = Utc::now() - TimeDelta::days(6);
+    let m = sent_at("20261127090000000001_DDDDDD", "BOX", t0);
+    let (id, record) = old_row(&m);
+
+    // SQLite: a database file at schema 1 with one message in it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mesh.db");
+    {
+        let (_keep, first) = first_migration_only("sqlite").await;
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        first.run(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, status, \
+             total_chunks, inbox_seq, created, record) \
+             VALUES (?, 'SENDER', 'BOX', 'WF', 'accepted', 1, 1, ?, ?)",
+        )
+        .bind(&id)
+        .bind(t0.to_rfc3339())
+        .bind(&record)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let store = Store::open_embedded(dir.path(), &common::test_config())
+        .await
+        .unwrap();
+    let done = store
+        .meta
+        .expire_due(&expiry(Utc::now(), 10))
+        .await
+        .unwrap();
+    assert_eq!((done.expired, done.reports), (1, 1), "sqlite");
+
+    // PostgreSQL: the same, on a database at schema 1.
+    let Some(spec) = common::shared_spec().await else {
+        return;
+    };
+    let url = spec.database_url.clone().unwrap();
+    {
+        let (_keep, first) = first_migration_only("postgres").await;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        first.run(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, status, \
+             total_chunks, inbox_seq, created, record) \
+             VALUES ($1, 'SENDER', 'BOX', 'WF', 'accepted', 1, nextval('inbox_seq'), $2, $3)",
+        )
+        .bind(&id)
+        .bind(t0)
+        .bind(&record)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &spec, &common::test_config())
+        .await
+        .unwrap();
+    let done = store
+        .meta
+        .expire_due(&expiry(Utc::now(), 10))
+        .await
+        .unwrap();
+    assert_eq!((done.expired, done.reports), (1, 1), "postgres");
 }

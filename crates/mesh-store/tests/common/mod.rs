@@ -159,4 +159,3 @@ pub async fn send(store: &Store, m: &Message, data: &[u8]) {
         .unwrap();
     store.meta.create_message(m, &chunk).await.unwrap();
 }
-
