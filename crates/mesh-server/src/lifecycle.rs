@@ -109,12 +109,8 @@ pub async fn sweep(state: &AppState) -> Result<SweepReport, StoreError> {
     metrics::gauge!("mesh_lifecycle_backlog", "service" => "mesh").set(report.backlog as f64);
     metrics::gauge!("mesh_lifecycle_last_sweep_seconds", "service" => "mesh")
         .set(started.elapsed().as_secs_f64());
-    if report
-        != (SweepReport {
-            backlog: report.backlog,
-            ..SweepReport::default()
-        })
-    {
+    let did_work = report.expired + report.purged + report.abandoned + report.log_trimmed > 0;
+    if did_work {
         tracing::info!(
             expired = report.expired,
             reports = report.reports,

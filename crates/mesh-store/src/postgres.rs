@@ -165,46 +165,44 @@ pub(crate) async fn insert_message(
     message: &Message,
     first: &ChunkRecord,
 ) -> Result<()> {
-    {
-        let seq = if message.status() == Status::Accepted {
-            Some(next_seq(&mut *tx, &message.recipient.mailbox_id).await?)
-        } else {
-            None
-        };
-        sqlx::query(
-            "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, local_id, status, \
+    let seq = if message.status() == Status::Accepted {
+        Some(next_seq(&mut *tx, &message.recipient.mailbox_id).await?)
+    } else {
+        None
+    };
+    sqlx::query(
+        "INSERT INTO messages (id, sender_id, recipient_id, workflow_id, local_id, status, \
              total_chunks, inbox_seq, created, record, expires_at, changed_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&message.message_id)
+    .bind(&message.sender.mailbox_id)
+    .bind(&message.recipient.mailbox_id)
+    .bind(&message.workflow_id)
+    .bind(&message.metadata.local_id)
+    .bind(message.status().as_str())
+    .bind(message.total_chunks as i32)
+    .bind(seq)
+    .bind(message.created)
+    .bind(encode(message)?)
+    .bind(message.expires)
+    .bind(message.last_modified())
+    .execute(&mut *tx)
+    .await?;
+    if message.total_chunks > 0 {
+        let (key, data) = chunk_columns(first);
+        sqlx::query(
+            "INSERT INTO chunks (message_id, chunk_no, size, blob_key, data) \
+                 VALUES ($1, 1, $2, $3, $4)",
         )
         .bind(&message.message_id)
-        .bind(&message.sender.mailbox_id)
-        .bind(&message.recipient.mailbox_id)
-        .bind(&message.workflow_id)
-        .bind(&message.metadata.local_id)
-        .bind(message.status().as_str())
-        .bind(message.total_chunks as i32)
-        .bind(seq)
-        .bind(message.created)
-        .bind(encode(message)?)
-        .bind(message.expires)
-        .bind(message.last_modified())
+        .bind(first.size as i64)
+        .bind(key)
+        .bind(data)
         .execute(&mut *tx)
         .await?;
-        if message.total_chunks > 0 {
-            let (key, data) = chunk_columns(first);
-            sqlx::query(
-                "INSERT INTO chunks (message_id, chunk_no, size, blob_key, data) \
-                 VALUES ($1, 1, $2, $3, $4)",
-            )
-            .bind(&message.message_id)
-            .bind(first.size as i64)
-            .bind(key)
-            .bind(data)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 #[async_trait]
