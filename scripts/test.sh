@@ -4,12 +4,12 @@
 # mesh-client interop suite (plain, mutual TLS, and on PostgreSQL + S3), the NHS sandbox's own
 # packaged test suite over HTTP, the kill -9 crash
 # test, the 1 GiB memory test, the three-node cluster test (kill -9 and rolling restart),
-# the PostgreSQL outage test, a short run of the side-by-side benchmark so it cannot rot,
+# the PostgreSQL outage test, the lifecycle test (kill -9 mid-sweep, two nodes sweeping), a short run of the side-by-side benchmark so it cannot rot,
 # and a minute of fuzzing per parser. It installs and starts what it needs: a Python venv in
 # .venv, a throwaway PostgreSQL and Garage (scripts/services.sh), the sandbox in target/.
 #
 #   bash scripts/test.sh            # everything
-#   QUICK=1 bash scripts/test.sh    # skip the crash, memory, cluster, outage, benchmark and fuzz runs
+#   QUICK=1 bash scripts/test.sh    # skip the crash, memory, cluster, outage, lifecycle, benchmark and fuzz runs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -124,6 +124,21 @@ if [ -x "$bin" ] && run "python venv" need_python; then
           passed=$((passed + 1)); else failed=$((failed + 1)); fi
       else
         failures+=("cluster test $scenario: no PostgreSQL"); failed=$((failed + 1))
+      fi
+    done
+    # Expiry under kill -9 (embedded, then PostgreSQL + S3) and two nodes sweeping at once.
+    if run "lifecycle test: kill -9 mid-sweep, embedded store" \
+        .venv/bin/python tests/system/lifecycle_test.py --bin "$bin" --scenario kill; then
+      passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    for scenario in kill race; do
+      if [ "$shared" -eq 1 ] && db=$(pg_createdb "lifecycle_${scenario}_$RANDOM"); then
+        if run "lifecycle test: $scenario, PostgreSQL + S3" .venv/bin/python tests/system/lifecycle_test.py \
+            --bin "$bin" --scenario "$scenario" --database-url "$db" \
+            --blob-url "$OPENSPINE_TEST_BLOB_URL/lifecycle-$scenario-$RANDOM" \
+            --s3-endpoint "$OPENSPINE_TEST_S3_ENDPOINT" --s3-region "$OPENSPINE_TEST_S3_REGION"; then
+          passed=$((passed + 1)); else failed=$((failed + 1)); fi
+      else
+        failures+=("lifecycle test $scenario: no PostgreSQL"); failed=$((failed + 1))
       fi
     done
     # The benchmark's quick mode writes to a scratch directory, not bench/results.

@@ -160,6 +160,10 @@ def _start_openspine(binary: str, workdir: Path) -> tuple[str, _ServerProcess]:
         str(data_dir),
         "--demo",
         "--sandbox",
+        # The lifecycle tests sweep when they choose (POST /admin/lifecycle), so the
+        # server's own timer must not sweep between their clock move and their sweep.
+        "--lifecycle-interval-secs",
+        "86400",
     ]
     if not MTLS:
         return f"http://127.0.0.1:{port}", _ServerProcess("openspine", argv, workdir)

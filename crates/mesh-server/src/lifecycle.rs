@@ -29,6 +29,19 @@ pub struct SweepReport {
     pub backlog: u64,
 }
 
+impl SweepReport {
+    /// Adds another sweep's counts; the backlog is the latest sweep's.
+    pub fn add(&mut self, other: &SweepReport) {
+        self.expired += other.expired;
+        self.reports += other.reports;
+        self.purged += other.purged;
+        self.abandoned += other.abandoned;
+        self.bytes_freed += other.bytes_freed;
+        self.log_trimmed += other.log_trimmed;
+        self.backlog = other.backlog;
+    }
+}
+
 fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }

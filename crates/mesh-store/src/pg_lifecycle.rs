@@ -77,32 +77,31 @@ pub(crate) async fn append_log(tx: &mut PgConnection, entries: &[Pending]) -> Re
     Ok(())
 }
 
-/// A `purged` entry for every message (the sandbox's reset deletes them all).
-pub(crate) async fn log_all_purged(tx: &mut PgConnection, now: DateTime<Utc>) -> Result<()> {
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM messages")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
-    if n == 0 {
-        return Ok(());
-    }
-    let last: i64 =
-        sqlx::query("UPDATE message_log_counter SET last = last + $1 WHERE id = 1 RETURNING last")
-            .bind(n)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("last")?;
-    sqlx::query(
-        "INSERT INTO message_log (seq, at, change, message_id, sender_id, recipient_id, \
-         workflow_id, status) \
-         SELECT $1 + row_number() OVER (ORDER BY id), $2, 'purged', id, sender_id, \
-         recipient_id, workflow_id, status FROM messages",
-    )
-    .bind(last - n)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// `purged` entries for deleted message rows (`id`, `sender_id`, `recipient_id`,
+/// `workflow_id`, `status`), in id order.
+pub(crate) async fn log_deleted(
+    tx: &mut PgConnection,
+    rows: &[sqlx::postgres::PgRow],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut log = rows
+        .iter()
+        .map(|row| purged_entry(row, now))
+        .collect::<Result<Vec<_>>>()?;
+    log.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+    append_log(tx, &log).await
+}
+
+fn purged_entry(row: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<Pending> {
+    Ok(Pending {
+        change: Change::Purged,
+        at: now,
+        message_id: row.try_get("id")?,
+        sender: row.try_get("sender_id")?,
+        recipient: row.try_get("recipient_id")?,
+        workflow_id: row.try_get("workflow_id")?,
+        status: row.try_get("status")?,
+    })
 }
 
 fn empty_chunk() -> ChunkRecord {
@@ -221,18 +220,9 @@ impl PgMetaStore {
         let mut ids = Vec::with_capacity(victims.len());
         let mut log = Vec::with_capacity(victims.len());
         for (row, abandoned) in &victims {
-            let id: String = row.try_get("id")?;
-            let status: String = row.try_get("status")?;
-            log.push(Pending {
-                change: Change::Purged,
-                at: sweep.now,
-                message_id: id.clone(),
-                sender: row.try_get("sender_id")?,
-                recipient: row.try_get("recipient_id")?,
-                workflow_id: row.try_get("workflow_id")?,
-                status,
-            });
-            ids.push(id);
+            let entry = purged_entry(row, sweep.now)?;
+            ids.push(entry.message_id.clone());
+            log.push(entry);
             if *abandoned {
                 out.abandoned += 1;
             } else {

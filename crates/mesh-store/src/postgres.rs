@@ -470,7 +470,6 @@ impl MetaStore for PgMetaStore {
 
     async fn reset_all(&self) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
-        crate::pg_lifecycle::log_all_purged(&mut tx, Utc::now()).await?;
         let rows = sqlx::query("DELETE FROM chunks WHERE blob_key IS NOT NULL RETURNING blob_key")
             .fetch_all(&mut *tx)
             .await?;
@@ -479,9 +478,14 @@ impl MetaStore for PgMetaStore {
             .map(|r| r.try_get::<String, _>("blob_key"))
             .collect::<Result<Vec<_>, _>>()?;
         sqlx::query("DELETE FROM chunks").execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM messages")
-            .execute(&mut *tx)
-            .await?;
+        let gone = sqlx::query(
+            "DELETE FROM messages RETURNING id, sender_id, recipient_id, workflow_id, status",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        // The log's counter is locked last, as in every other write: taking it before the
+        // message rows would deadlock with a write that holds a row and waits for it.
+        crate::pg_lifecycle::log_deleted(&mut tx, &gone, Utc::now()).await?;
         tx.commit().await?;
         Ok(keys)
     }
