@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import ast
-import ctypes
 import importlib.util
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +40,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+# The system tests' helpers: a free loopback port, a log's tail, dying with this script.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "system"))
+from harness import free_port, set_pdeathsig, tail  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ADAPTER = HERE / "conftest_http.py"
@@ -63,29 +65,6 @@ class RunError(Exception):
     """A problem with the harness or the server's start, not a test verdict."""
 
 
-def _set_pdeathsig() -> None:
-    """Children die with this script even if it is killed with SIGKILL (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort, not on every platform
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<could not read {path}: {exc}>"
-    return text if len(text) <= limit else "...\n" + text[-limit:]
-
-
 class Server:
     """The server under test; its output goes to log files in the work directory."""
 
@@ -99,7 +78,7 @@ class Server:
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr,
-                env=env, cwd=workdir, preexec_fn=_set_pdeathsig,
+                env=env, cwd=workdir, preexec_fn=set_pdeathsig,
             )
         except OSError as exc:
             self._close_logs()
@@ -128,7 +107,7 @@ class Server:
         self._stderr.flush()
         self._stdout.flush()
         return (f"{self.name} {what}\ncommand: {' '.join(self.argv)}\n"
-                f"--- stderr ---\n{_tail(self.stderr_path)}\n--- stdout ---\n{_tail(self.stdout_path, 1500)}")
+                f"--- stderr ---\n{tail(self.stderr_path)}\n--- stdout ---\n{tail(self.stdout_path, 20)}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -150,7 +129,7 @@ def start_openspine(binary: str, workdir: Path) -> tuple[str, Server]:
     binary_path = Path(binary)
     if not binary_path.is_file() or not os.access(binary_path, os.X_OK):
         raise RunError(f"--bin {binary}: not an executable file")
-    port = _free_port()
+    port = free_port()
     data_dir = workdir / "data"
     data_dir.mkdir()
     argv = [str(binary_path.resolve()), "serve", "--demo", "--sandbox",
@@ -159,7 +138,7 @@ def start_openspine(binary: str, workdir: Path) -> tuple[str, Server]:
 
 
 def start_nhs_sandbox(workdir: Path) -> tuple[str, Server]:
-    port = _free_port()
+    port = free_port()
     data_dir = workdir / "mailboxes"
     data_dir.mkdir()
     env = dict(os.environ)
@@ -233,7 +212,7 @@ def _pytest_env(base_url: str, pkgs_dir: Path, results: Path | None) -> dict[str
 
 
 def _run_child(argv: list[str], cwd: Path, env: dict[str, str], capture: bool) -> subprocess.CompletedProcess:
-    with subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, preexec_fn=_set_pdeathsig,
+    with subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, preexec_fn=set_pdeathsig,
                           stdout=subprocess.PIPE if capture else None,
                           stderr=subprocess.STDOUT if capture else None, text=True) as proc:
         try:

@@ -1,6 +1,6 @@
 //! Handshake, inbox listing and count, acknowledgement (API.md 3.1–3.3, 3.7).
 
-use super::{empty, json, upper};
+use super::{empty, form_encode, json, upper};
 use crate::error::{store_error, ApiError};
 use crate::state::{begin, header_text, AppState};
 use axum::extract::{Path, Query, State};
@@ -63,10 +63,6 @@ fn decode_token(mailbox: &str, token: &str) -> Option<i64> {
     v.get("after")?.as_i64()
 }
 
-fn form_encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// `GET /messageexchange/{mailbox}/inbox`: accepted messages, oldest first (API.md 3.2).
 pub async fn list(
     State(state): State<AppState>,
@@ -85,34 +81,10 @@ pub async fn list(
     let bad = |kind: &str, name: &str, msg: &str| {
         ApiError::new(MeshError::validation(kind, &["query", name], msg), version)
     };
-    let max_results = match param("max_results") {
-        None => 500.min(state.config().max_page_size),
-        Some(v) => {
-            let n: i64 = v.trim().parse().map_err(|_| {
-                bad(
-                    "int_parsing",
-                    "max_results",
-                    "Input should be a valid integer",
-                )
-            })?;
-            if n < 10 {
-                return Err(bad(
-                    "greater_than_equal",
-                    "max_results",
-                    "Input should be greater than or equal to 10",
-                ));
-            }
-            let cap = state.config().max_page_size;
-            if n > i64::from(cap) {
-                return Err(bad(
-                    "less_than_equal",
-                    "max_results",
-                    &format!("Input should be less than or equal to {cap}"),
-                ));
-            }
-            n as u32
-        }
-    };
+    let cap = state.config().max_page_size;
+    let max_results = super::max_results(param("max_results"), 10, i64::from(cap))
+        .map_err(|e| ApiError::new(e, version))?
+        .unwrap_or(500.min(cap));
     let check_len = |name: &str, v: &str, min: usize, max: usize| {
         let n = v.chars().count();
         if n < min {

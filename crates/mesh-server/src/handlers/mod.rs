@@ -66,6 +66,41 @@ pub fn chunk_number(value: &str) -> Result<u32, mesh_protocol::MeshError> {
         })
 }
 
+/// A `max_results` query value within `min..=max`, or the framework's 422-style
+/// validation error the sandbox gives for it (API.md 6.1.3). `None` when absent.
+pub fn max_results(
+    value: Option<&str>,
+    min: i64,
+    max: i64,
+) -> Result<Option<u32>, mesh_protocol::MeshError> {
+    let bad = |kind: &str, msg: String| {
+        mesh_protocol::MeshError::validation(kind, &["query", "max_results"], msg)
+    };
+    let Some(text) = value else { return Ok(None) };
+    let n: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| bad("int_parsing", "Input should be a valid integer".into()))?;
+    if n < min {
+        return Err(bad(
+            "greater_than_equal",
+            format!("Input should be greater than or equal to {min}"),
+        ));
+    }
+    if n > max {
+        return Err(bad(
+            "less_than_equal",
+            format!("Input should be less than or equal to {max}"),
+        ));
+    }
+    Ok(Some(n as u32))
+}
+
+/// A query-string value, form-encoded for a `links` URL.
+pub fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 /// Upper-cases a path id as SBX does (API.md 1.5).
 pub fn upper(id: &str) -> String {
     id.trim().to_ascii_uppercase()

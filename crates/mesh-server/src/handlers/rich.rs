@@ -2,7 +2,7 @@
 //! sent, acknowledged and failed ones included, newest first. The MESH UI reads them, and
 //! so do the sandbox's own tests. They ignore `Accept` and always answer in the v2 type.
 
-use super::{json_typed, upper};
+use super::{form_encode, json_typed, upper};
 use crate::error::{store_error, ApiError};
 use crate::state::{AppState, Negotiated};
 use axum::extract::{Path, Query, State};
@@ -87,10 +87,6 @@ fn decode_cursor(token: &str) -> Option<String> {
     mesh_protocol::ids::plausible(id).then(|| id.to_string())
 }
 
-fn form_encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 async fn view(
     State(state): State<AppState>,
     Path(mailbox): Path<String>,
@@ -118,33 +114,9 @@ async fn view(
         Side::Inbox => INBOX,
         Side::Outbox => OUTBOX,
     };
-    let max_results = match param("max_results") {
-        None => 100,
-        Some(text) => {
-            let n: i64 = text.trim().parse().map_err(|_| {
-                bad(
-                    "int_parsing",
-                    "max_results",
-                    "Input should be a valid integer",
-                )
-            })?;
-            if n < paging.min {
-                return Err(bad(
-                    "greater_than_equal",
-                    "max_results",
-                    &format!("Input should be greater than or equal to {}", paging.min),
-                ));
-            }
-            if n > paging.max {
-                return Err(bad(
-                    "less_than_equal",
-                    "max_results",
-                    &format!("Input should be less than or equal to {}", paging.max),
-                ));
-            }
-            (n as u32).min(paging.cap)
-        }
-    };
+    let max_results = super::max_results(param("max_results"), paging.min, paging.max)
+        .map_err(|e| ApiError::new(e, v))?
+        .map_or(100, |n| n.min(paging.cap));
     let now = state.now();
     let since = match param("start_time") {
         None => now - TimeDelta::days(30),
