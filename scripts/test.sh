@@ -99,7 +99,7 @@ if [ -x "$bin" ] && run "python venv" need_python; then
 
   # The NHS sandbox's own packaged test suite, over HTTP against `openspine serve --demo --sandbox`.
   step "sandbox suite: mesh-sandbox's own tests against openspine"
-  .venv/bin/python tests/sandbox_suite/run.py --bin "$bin" 2>&1 | tee "$log_dir/sandbox-suite.log"
+  .venv/bin/python -u tests/sandbox_suite/run.py --bin "$bin" 2>&1 | tee "$log_dir/sandbox-suite.log"
   sbx_rc=${PIPESTATUS[0]}
   p=$(grep -Eo 'sandbox suite: [0-9]+ passed' "$log_dir/sandbox-suite.log" | tail -1 | awk '{print $3+0}')
   f=$(grep -Eo '[0-9]+ failed, [0-9]+ not run' "$log_dir/sandbox-suite.log" | tail -1 | awk '{print $1+0}')

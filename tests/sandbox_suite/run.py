@@ -202,7 +202,8 @@ def _count_tests_in_file(path: Path) -> int:
 
 def _pytest_env(base_url: str, pkgs_dir: Path, results: Path | None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(SANDBOX_SUITE_URL=base_url, PYTHONDONTWRITEBYTECODE="1",
+    # Unbuffered: a run that dies part way still shows how far it got.
+    env.update(SANDBOX_SUITE_URL=base_url, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(p for p in (str(pkgs_dir), env.get("PYTHONPATH", "")) if p))
     if results is not None:
         env["SANDBOX_SUITE_RESULTS"] = str(results)

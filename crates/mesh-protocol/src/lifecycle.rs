@@ -51,6 +51,17 @@ pub fn period_days(period: Duration) -> u64 {
     period.as_secs().div_ceil(86_400).max(1)
 }
 
+/// `t + d`, or the end of time when that overflows: a period configured absurdly long, or
+/// a sandbox clock moved far ahead, must not panic a handler or the sweep.
+pub fn later(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t - d`, or the start of time when that overflows.
+pub fn earlier(t: DateTime<Utc>, d: TimeDelta) -> DateTime<Utc> {
+    t.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// True for statuses a message never leaves by itself: retention counts from them.
 pub fn is_final(status: Status) -> bool {
     matches!(

@@ -10,7 +10,7 @@
 
 use crate::state::AppState;
 use chrono::TimeDelta;
-use mesh_protocol::lifecycle::period_days;
+use mesh_protocol::lifecycle::{earlier, period_days};
 use mesh_protocol::ExpiryReason;
 use mesh_store::{ExpirySweep, PurgeSweep, StoreError};
 use serde::Serialize;
@@ -55,7 +55,7 @@ pub async fn sweep(state: &AppState) -> Result<SweepReport, StoreError> {
     let limit = cfg.batch.max(1);
     let mut report = SweepReport::default();
 
-    let expiry = ExpirySweep {
+    let mut expiry = ExpirySweep {
         now,
         not_collected: ExpiryReason::NotCollected {
             days: cfg.inbox_expiry.map(period_days).unwrap_or(5),
@@ -63,6 +63,7 @@ pub async fn sweep(state: &AppState) -> Result<SweepReport, StoreError> {
         inactive: state.directory().inactive_mailboxes(),
         report_period: cfg.inbox_period(),
         limit,
+        id_offset: 0,
     };
     if cfg.inbox_expiry.is_some() {
         loop {
@@ -76,13 +77,14 @@ pub async fn sweep(state: &AppState) -> Result<SweepReport, StoreError> {
             if done.expired < u64::from(limit) {
                 break;
             }
+            expiry.id_offset += u64::from(limit);
             tokio::task::yield_now().await;
         }
     }
 
     let purge = PurgeSweep {
-        retention_cutoff: cfg.retention.map(|d| now - delta(d)),
-        upload_cutoff: cfg.upload_timeout.map(|d| now - delta(d)),
+        retention_cutoff: cfg.retention.map(|d| earlier(now, delta(d))),
+        upload_cutoff: cfg.upload_timeout.map(|d| earlier(now, delta(d))),
         now,
         limit,
     };
@@ -106,19 +108,11 @@ pub async fn sweep(state: &AppState) -> Result<SweepReport, StoreError> {
     }
 
     if let Some(keep) = cfg.log_retention {
-        report.log_trimmed = store.meta.trim_log(now - delta(keep)).await?;
+        report.log_trimmed = store.meta.trim_log(earlier(now, delta(keep))).await?;
     }
 
-    let expiry_due = ExpirySweep {
-        // With expiry off nothing is overdue: only deactivated mailboxes' messages count.
-        now: if cfg.inbox_expiry.is_some() {
-            now
-        } else {
-            chrono::DateTime::<chrono::Utc>::MIN_UTC
-        },
-        ..expiry
-    };
-    report.backlog = store.meta.lifecycle_backlog(&expiry_due, &purge).await?;
+    let expiry_on = cfg.inbox_expiry.is_some().then_some(&expiry);
+    report.backlog = store.meta.lifecycle_backlog(expiry_on, &purge).await?;
     metrics::gauge!("mesh_lifecycle_backlog", "service" => "mesh").set(report.backlog as f64);
     metrics::gauge!("mesh_lifecycle_last_sweep_seconds", "service" => "mesh")
         .set(started.elapsed().as_secs_f64());

@@ -165,7 +165,7 @@ impl MetaStore for LostReply {
     async fn purge_due(&self, sweep: &PurgeSweep) -> Result<PurgeOutcome> {
         self.lost(self.inner.purge_due(sweep).await)
     }
-    async fn lifecycle_backlog(&self, e: &ExpirySweep, p: &PurgeSweep) -> Result<u64> {
+    async fn lifecycle_backlog(&self, e: Option<&ExpirySweep>, p: &PurgeSweep) -> Result<u64> {
         self.inner.lifecycle_backlog(e, p).await
     }
     async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>> {

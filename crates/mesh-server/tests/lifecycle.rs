@@ -356,3 +356,42 @@ async fn the_clock_and_sweep_calls_are_sandbox_only() {
     assert_eq!(r.status(), 403);
     assert!((s.state.now() - Utc::now()).abs() < TimeDelta::seconds(5));
 }
+
+#[tokio::test]
+async fn a_download_is_logged_before_the_acknowledgement_that_follows_it() {
+    let (s, _clock) = server().await;
+    let (sender, recipient) = (s.client("X26ABC1"), s.client("X26ABC2"));
+    for _ in 0..20 {
+        let id = send_with(&sender, "X26ABC2", "s", "l").await;
+        recipient.download(&id).await.unwrap();
+        recipient.acknowledge(&id).await.unwrap();
+        let log = s.state.store().meta.log_after(0, 10_000).await.unwrap();
+        let changes: Vec<&str> = log
+            .iter()
+            .filter(|e| e.message_id == id)
+            .map(|e| e.change.as_str())
+            .collect();
+        assert_eq!(changes, ["accepted", "downloaded", "acknowledged"]);
+    }
+}
+
+#[tokio::test]
+async fn with_expiry_off_nothing_expires_and_the_sweep_still_succeeds() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let mut config = ServerConfig {
+        clock_window: None,
+        ..ServerConfig::default()
+    };
+    config.lifecycle.inbox_expiry = None;
+    let demo = DirectorySource {
+        demo: true,
+        ..Default::default()
+    };
+    let s = TestServer::with_clock(config, clock.clone(), demo).await;
+    let sender = s.client("X26ABC1");
+    let id = send_with(&sender, "X26ABC2", "s", "l").await;
+    clock.advance(TimeDelta::days(60));
+    let done = sweep(&s.state).await.unwrap();
+    assert_eq!((done.expired, done.backlog), (0, 0));
+    assert_eq!(sender.track(&id).await.unwrap()["status"], "accepted");
+}

@@ -86,6 +86,9 @@ pub struct ExpirySweep {
     pub report_period: chrono::TimeDelta,
     /// Most messages in this batch (one transaction).
     pub limit: u32,
+    /// Added to each report's index in the batch when its id is made: batches of one
+    /// sweep share `now`, and ids begin with it, so each batch needs its own range.
+    pub id_offset: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -236,14 +239,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// transaction.
     async fn purge_due(&self, sweep: &PurgeSweep) -> Result<PurgeOutcome>;
 
-    /// Work the sweep has not done yet: overdue accepted messages, and records past
-    /// retention or upload timeout.
-    async fn lifecycle_backlog(&self, expiry: &ExpirySweep, purge: &PurgeSweep) -> Result<u64>;
+    /// Work the sweep has not done yet: overdue accepted messages (when `expiry` is given),
+    /// and records past retention or upload timeout.
+    async fn lifecycle_backlog(
+        &self,
+        expiry: Option<&ExpirySweep>,
+        purge: &PurgeSweep,
+    ) -> Result<u64>;
 
     /// Event-log entries with `seq > after`, oldest first, at most `limit`.
     async fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LogEntry>>;
 
-    /// Deletes event-log entries written before `before`; returns how many.
+    /// Deletes the event log's oldest entries, up to the last one written before `before`
+    /// (a prefix of the sequence, so the log never gets a hole); returns how many.
     async fn trim_log(&self, before: DateTime<Utc>) -> Result<u64>;
 
     /// Messages in a mailbox's inbox (delivered at some point, any status) or outbox,

@@ -16,7 +16,7 @@ use crate::postgres::{insert_message, load_for_update, save, PgMetaStore};
 use crate::rows::{change_from, decode, id_floor, report_id, status_from};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use mesh_protocol::lifecycle::{expire, ExpiryReason};
+use mesh_protocol::lifecycle::{expire, later, ExpiryReason};
 use mesh_protocol::{Change, Message};
 use sqlx::postgres::PgConnection;
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -168,8 +168,8 @@ impl PgMetaStore {
                 original,
                 sweep.now,
                 &reason,
-                report_id(sweep.now, i),
-                sweep.now + sweep.report_period,
+                report_id(sweep.now, sweep.id_offset + i as u64),
+                later(sweep.now, sweep.report_period),
             );
             save(&mut tx, original, None).await?;
             log.push(pending(Change::Expired, original, sweep.now));
@@ -252,17 +252,23 @@ impl PgMetaStore {
 
     pub(crate) async fn do_lifecycle_backlog(
         &self,
-        expiry: &ExpirySweep,
+        expiry: Option<&ExpirySweep>,
         purge: &PurgeSweep,
     ) -> Result<u64> {
+        // A NULL time matches nothing (`x <= NULL` is NULL), nor does an empty list: so
+        // with expiry off only the purge terms count.
+        let (due, inactive) = match expiry {
+            Some(e) => (Some(e.now), e.inactive.clone()),
+            None => (None, Vec::new()),
+        };
         let n: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM messages WHERE \
              (status = 'accepted' AND (expires_at <= $1 OR recipient_id = ANY($2))) \
              OR (status IN ('acknowledged', 'undeliverable', 'error') AND changed_at <= $3) \
              OR (status = 'uploading' AND changed_at <= $4)",
         )
-        .bind(expiry.now)
-        .bind(&expiry.inactive)
+        .bind(due)
+        .bind(&inactive)
         .bind(purge.retention_cutoff)
         .bind(purge.upload_cutoff)
         .fetch_one(&self.pool)
@@ -284,10 +290,13 @@ impl PgMetaStore {
     }
 
     pub(crate) async fn do_trim_log(&self, before: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM message_log WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM message_log WHERE seq <= \
+             (SELECT COALESCE(MAX(seq), 0) FROM message_log WHERE at < $1)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

@@ -470,6 +470,15 @@ impl MetaStore for PgMetaStore {
 
     async fn reset_all(&self) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
+        // Every other write touches a message row before its chunks; the reset takes both
+        // tables in that order and whole, so it waits for a sweep batch in flight instead
+        // of deadlocking with it, and no report that batch makes can outlive the reset.
+        sqlx::query("LOCK TABLE messages IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("LOCK TABLE chunks IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query("DELETE FROM chunks WHERE blob_key IS NOT NULL RETURNING blob_key")
             .fetch_all(&mut *tx)
             .await?;
@@ -590,7 +599,11 @@ impl MetaStore for PgMetaStore {
         self.do_purge_due(sweep).await
     }
 
-    async fn lifecycle_backlog(&self, expiry: &ExpirySweep, purge: &PurgeSweep) -> Result<u64> {
+    async fn lifecycle_backlog(
+        &self,
+        expiry: Option<&ExpirySweep>,
+        purge: &PurgeSweep,
+    ) -> Result<u64> {
         self.do_lifecycle_backlog(expiry, purge).await
     }
 

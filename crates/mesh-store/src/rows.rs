@@ -60,12 +60,13 @@ pub(crate) fn chunk_columns(chunk: &ChunkRecord) -> (Option<&str>, Option<&[u8]>
 /// The id of the `i`th report made in one sweep batch. Ids start with their creation
 /// time to the microsecond; reports made in one batch share a clock reading, so each gets
 /// its own microsecond, which keeps two of them from ever drawing the same id.
-pub(crate) fn report_id(now: chrono::DateTime<chrono::Utc>, i: usize) -> String {
+pub(crate) fn report_id(now: chrono::DateTime<chrono::Utc>, i: u64) -> String {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
-    mesh_protocol::ids::message_id(
-        now + chrono::TimeDelta::microseconds(i as i64),
-        [bytes[0], bytes[1], bytes[2]],
-    )
+    // Microseconds fit a TimeDelta for any count a sweep can reach (2^63 µs is 292 000 years).
+    let at = now
+        .checked_add_signed(chrono::TimeDelta::microseconds(i.min(1 << 40) as i64))
+        .unwrap_or(now);
+    mesh_protocol::ids::message_id(at, [bytes[0], bytes[1], bytes[2]])
 }
 
 /// The id prefix of messages created at `t`: ids begin `yyyyMMddHHmmssffffff`, so

@@ -813,7 +813,11 @@ impl MetaStore for SqliteMetaStore {
         self.do_purge_due(sweep).await
     }
 
-    async fn lifecycle_backlog(&self, expiry: &ExpirySweep, purge: &PurgeSweep) -> Result<u64> {
+    async fn lifecycle_backlog(
+        &self,
+        expiry: Option<&ExpirySweep>,
+        purge: &PurgeSweep,
+    ) -> Result<u64> {
         self.do_lifecycle_backlog(expiry, purge).await
     }
 

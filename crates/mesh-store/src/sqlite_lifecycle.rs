@@ -13,7 +13,7 @@ use crate::rows::{change_from, decode, id_floor, report_id, status_from};
 use crate::sqlite::{job, load_for_update, save, unexpected, w_create_message, SqliteMetaStore};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
-use mesh_protocol::lifecycle::{expire, ExpiryReason};
+use mesh_protocol::lifecycle::{expire, later, ExpiryReason};
 use mesh_protocol::{Change, Message};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::atomic::AtomicI64;
@@ -70,8 +70,10 @@ async fn w_expire_due(
     counter: &AtomicI64,
     sweep: &ExpirySweep,
 ) -> Result<ExpiryOutcome> {
+    // Whole seconds: `<` rather than `<=`, so a message is never expired before its time
+    // (at most a second after it).
     let mut q = QueryBuilder::<Sqlite>::new(
-        "SELECT record FROM messages WHERE status = 'accepted' AND (expires_at <= ",
+        "SELECT record FROM messages WHERE status = 'accepted' AND (expires_at < ",
     );
     q.push_bind(sweep.now.timestamp());
     if !sweep.inactive.is_empty() {
@@ -97,8 +99,8 @@ async fn w_expire_due(
             &mut original,
             sweep.now,
             &reason,
-            report_id(sweep.now, i),
-            sweep.now + sweep.report_period,
+            report_id(sweep.now, sweep.id_offset + i as u64),
+            later(sweep.now, sweep.report_period),
         );
         save(tx, &original, None).await?;
         log(tx, Change::Expired, &original, sweep.now).await?;
@@ -234,22 +236,23 @@ impl SqliteMetaStore {
 
     pub(crate) async fn do_lifecycle_backlog(
         &self,
-        expiry: &ExpirySweep,
+        expiry: Option<&ExpirySweep>,
         purge: &PurgeSweep,
     ) -> Result<u64> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT COUNT(*) AS n FROM messages WHERE (status = 'accepted' AND (expires_at <= ",
-        );
-        q.push_bind(expiry.now.timestamp());
-        if !expiry.inactive.is_empty() {
-            q.push(" OR recipient_id IN (");
-            let mut ids = q.separated(", ");
-            for id in &expiry.inactive {
-                ids.push_bind(id);
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) AS n FROM messages WHERE 0");
+        if let Some(expiry) = expiry {
+            q.push(" OR (status = 'accepted' AND (expires_at < ")
+                .push_bind(expiry.now.timestamp());
+            if !expiry.inactive.is_empty() {
+                q.push(" OR recipient_id IN (");
+                let mut ids = q.separated(", ");
+                for id in &expiry.inactive {
+                    ids.push_bind(id);
+                }
+                q.push(")");
             }
-            q.push(")");
+            q.push("))");
         }
-        q.push("))");
         if let Some(cutoff) = purge.retention_cutoff {
             q.push(" OR (status IN ('acknowledged', 'undeliverable', 'error') AND changed_at <= ")
                 .push_bind(cutoff.timestamp())
@@ -280,10 +283,13 @@ impl SqliteMetaStore {
         let cutoff = before.timestamp_micros();
         let j = job(move |tx| {
             Box::pin(async move {
-                let done = sqlx::query("DELETE FROM message_log WHERE at < ?")
-                    .bind(cutoff)
-                    .execute(&mut *tx)
-                    .await?;
+                let done = sqlx::query(
+                    "DELETE FROM message_log WHERE seq <= \
+                     (SELECT COALESCE(MAX(seq), 0) FROM message_log WHERE at < ?)",
+                )
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
                 Ok(Reply::Count(done.rows_affected()))
             })
         });

@@ -17,6 +17,7 @@ fn expiry(now: DateTime<Utc>, limit: u32) -> ExpirySweep {
         inactive: vec![],
         report_period: TimeDelta::days(5),
         limit,
+        id_offset: 0,
     }
 }
 
@@ -555,4 +556,69 @@ async fn messages_stored_before_the_upgrade_expire_on_time_after_it() {
         .await
         .unwrap();
     assert_eq!((done.expired, done.reports), (1, 1), "postgres");
+}
+
+#[tokio::test]
+async fn the_backlog_counts_what_is_due_and_ignores_expiry_when_it_is_off() {
+    for b in backends().await {
+        let t0 = Utc::now();
+        let s = &b.store;
+        send(s, &sent_at("20261204090000000020_EEEEEE", "BOX", t0), b"a").await;
+        let later = t0 + TimeDelta::days(6);
+        let p = purge(later, TimeDelta::days(30), TimeDelta::days(1));
+        let due = expiry(later, 10);
+        assert_eq!(
+            s.meta.lifecycle_backlog(Some(&due), &p).await.unwrap(),
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.meta.lifecycle_backlog(None, &p).await.unwrap(),
+            0,
+            "{}: expiry off, nothing is overdue",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn trimming_removes_a_prefix_of_the_log_and_never_leaves_a_hole() {
+    for b in backends().await {
+        let s = &b.store;
+        let t0 = Utc::now() - TimeDelta::days(10);
+        for i in 0..6 {
+            // Changes stamped out of order in time, as slow uploads make them.
+            let at = if i == 2 {
+                t0 + TimeDelta::days(5)
+            } else {
+                t0 + TimeDelta::hours(i)
+            };
+            let id = format!("2026120409000000003{i}_FFFFFF");
+            send(s, &sent_at(&id, "BOX", at), b"t").await;
+        }
+        let before = all_log(s).await;
+        let last = before.last().unwrap().seq;
+        let trimmed = s
+            .meta
+            .trim_log(t0 + TimeDelta::hours(4) + TimeDelta::minutes(30))
+            .await
+            .unwrap();
+        let after = all_log(s).await;
+        assert_eq!(before.len() - after.len(), trimmed as usize, "{}", b.name);
+        assert_eq!(after.last().unwrap().seq, last);
+        let first = after.first().unwrap().seq;
+        assert_eq!(
+            after.len() as i64,
+            last - first + 1,
+            "{}: the rest is contiguous",
+            b.name
+        );
+        assert_eq!(
+            after.len(),
+            1,
+            "{}: everything up to the last old entry goes",
+            b.name
+        );
+    }
 }

@@ -173,21 +173,21 @@ struct ServeArgs {
     gc_min_age_secs: u64,
     /// Seconds a message may wait in its inbox, not acknowledged, before it expires and
     /// its sender gets a non-delivery report (0: never expire). MESH: 5 days.
-    #[arg(long, env = "OPENSPINE_INBOX_EXPIRY_SECS", default_value_t = 432_000)]
+    #[arg(long, env = "OPENSPINE_INBOX_EXPIRY_SECS", default_value_t = 432_000,
+          value_parser = clap::value_parser!(u64).range(..=MAX_PERIOD_SECS))]
     inbox_expiry_secs: u64,
     /// Seconds after a message's last state change (acknowledged, expired, report
     /// acknowledged) before it is deleted with its payload (0: keep forever). MESH: 30 days.
-    #[arg(long, env = "OPENSPINE_RETENTION_SECS", default_value_t = 2_592_000)]
+    #[arg(long, env = "OPENSPINE_RETENTION_SECS", default_value_t = 2_592_000,
+          value_parser = clap::value_parser!(u64).range(..=MAX_PERIOD_SECS))]
     retention_secs: u64,
     /// Seconds a chunked upload may stay incomplete before it is deleted (0: never).
-    #[arg(long, env = "OPENSPINE_UPLOAD_TIMEOUT_SECS", default_value_t = 86_400)]
+    #[arg(long, env = "OPENSPINE_UPLOAD_TIMEOUT_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(..=MAX_PERIOD_SECS))]
     upload_timeout_secs: u64,
     /// Seconds the event log keeps an entry (0: forever).
-    #[arg(
-        long,
-        env = "OPENSPINE_EVENT_LOG_RETENTION_SECS",
-        default_value_t = 604_800
-    )]
+    #[arg(long, env = "OPENSPINE_EVENT_LOG_RETENTION_SECS", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(..=MAX_PERIOD_SECS))]
     event_log_retention_secs: u64,
     /// Seconds between lifecycle sweeps (expiry, reports, retention). Every node sweeps;
     /// the store makes sure only one acts on a given message.
@@ -223,6 +223,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+/// The longest lifecycle period accepted: a century. Longer is a typo, and would overflow
+/// date arithmetic.
+const MAX_PERIOD_SECS: u64 = 100 * 366 * 86_400;
 
 /// A period in seconds, where 0 means "off".
 fn secs(n: u64) -> Option<Duration> {

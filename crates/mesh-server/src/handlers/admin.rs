@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::TimeDelta;
-use mesh_protocol::lifecycle::{NDR_CODE, NDR_EVENT, SANDBOX_EXPIRY_DAYS};
+use mesh_protocol::lifecycle::{later, NDR_CODE, NDR_EVENT, SANDBOX_EXPIRY_DAYS};
 use mesh_protocol::views::{mailbox_details, message_details};
 use mesh_protocol::{
     ApiVersion, Event, ExpiryReason, MeshError, Message, MessageType, Metadata, Party, Status,
@@ -180,7 +180,7 @@ pub async fn create_report(
         metadata,
         events: vec![Event::new(Status::Accepted, now), failure],
         created: now,
-        expires: now + state.config().lifecycle.inbox_period(),
+        expires: later(now, state.config().lifecycle.inbox_period()),
         downloaded: None,
     };
     let empty = mesh_store::ChunkRecord {

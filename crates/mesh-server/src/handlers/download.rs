@@ -86,7 +86,7 @@ async fn download(
     }
     let mut pairs = download_headers(&message, number);
     if message.message_type == MessageType::Report {
-        mark_downloaded(&state, &message);
+        mark_downloaded(&state, &message).await;
         pairs.push(("content-length", "0".into()));
         return Ok(with_headers(StatusCode::OK.into_response(), pairs));
     }
@@ -154,7 +154,7 @@ async fn download(
         pairs.push(("content-length", n.to_string()));
     }
     let status = if number >= message.total_chunks {
-        mark_downloaded(&state, &message);
+        mark_downloaded(&state, &message).await;
         StatusCode::OK
     } else {
         StatusCode::PARTIAL_CONTENT
@@ -163,20 +163,26 @@ async fn download(
     Ok(with_headers((status, body).into_response(), pairs))
 }
 
-/// Records the first download of a message's last chunk (a state change for the event
-/// log), off the answer's path: the download does not wait for a commit, and a failed
-/// record only costs the log that one entry.
-fn mark_downloaded(state: &AppState, message: &mesh_protocol::Message) {
+/// How long a first download waits for its record before answering anyway.
+const MARK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Records the first download of a message's last chunk: a state change for the event
+/// log. It commits before the answer, so a client that downloads and then acknowledges
+/// finds `downloaded` logged before `acknowledged`; but a store that does not answer
+/// within a second does not hold the download up (the record then finishes on its own,
+/// or is lost with a log line: the bytes were served either way).
+async fn mark_downloaded(state: &AppState, message: &mesh_protocol::Message) {
     if message.downloaded.is_some() {
         return;
     }
     let (state, id) = (state.clone(), message.message_id.clone());
-    tokio::spawn(async move {
+    let record = tokio::spawn(async move {
         let now = state.now();
         if let Err(e) = state.store().meta.mark_downloaded(&id, now).await {
             tracing::warn!(error = %e, message_id = %id, "recording a download failed");
         }
     });
+    let _ = tokio::time::timeout(MARK_WAIT, record).await;
 }
 
 /// `HEAD …/inbox/{id}`: the sender may look at any status, the recipient at delivered ones,

@@ -166,7 +166,7 @@ pub async fn send(
             now,
         )],
         created: now,
-        expires: now + config.lifecycle.inbox_period(),
+        expires: mesh_protocol::lifecycle::later(now, config.lifecycle.inbox_period()),
         downloaded: None,
     };
     if let Err(e) = store.meta.create_message(&message, &chunk).await {

@@ -2,6 +2,10 @@
 -- columns, new tables and indexes. A node of the previous release writes NULL into the
 -- new columns; its messages are then never swept until a new node changes them.
 
+-- The backfill and the indexes touch every row once; on a large table that outlasts the
+-- nodes' statement timeout, which must not roll the migration back.
+SET LOCAL statement_timeout = 0;
+
 ALTER TABLE messages ADD COLUMN expires_at TIMESTAMPTZ;
 ALTER TABLE messages ADD COLUMN changed_at TIMESTAMPTZ;
 UPDATE messages SET
