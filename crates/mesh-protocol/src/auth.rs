@@ -126,18 +126,33 @@ impl AuthToken {
     /// True when the token's timestamp is within `window` of `now` either side (API.md 2.3:
     /// the real service allows two hours). A malformed timestamp is never within it.
     pub fn within_window(&self, now: DateTime<Utc>, window: TimeDelta) -> bool {
-        // The window comes from configuration and may be as large as `TimeDelta` allows;
-        // widening it by the token's minute must saturate, not overflow (found by fuzzing).
-        let allowed = window
-            .checked_add(&TimeDelta::minutes(1))
-            .unwrap_or(TimeDelta::MAX);
+        let allowed = allowance(window);
         self.time().is_some_and(|t| (now - t).abs() <= allowed)
+    }
+
+    /// The last moment [`AuthToken::within_window`] accepts this token: its time plus the
+    /// window plus its minute. A replay record must live at least this long, or a token
+    /// replayed in its last minute would be accepted again. `None` for a malformed time.
+    pub fn accepted_until(&self, window: TimeDelta) -> Option<DateTime<Utc>> {
+        self.time().map(|t| {
+            t.checked_add_signed(allowance(window))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        })
     }
 
     /// Format a time as a token timestamp.
     pub fn timestamp_for(now: DateTime<Utc>) -> String {
         now.format("%Y%m%d%H%M").to_string()
     }
+}
+
+/// The window widened by the token's own minute (its timestamp has minute precision).
+/// The window comes from configuration and may be as large as `TimeDelta` allows, so
+/// the sum saturates rather than overflows (found by fuzzing).
+fn allowance(window: TimeDelta) -> TimeDelta {
+    window
+        .checked_add(&TimeDelta::minutes(1))
+        .unwrap_or(TimeDelta::MAX)
 }
 
 fn keyed(shared_key: &str) -> HmacSha256 {

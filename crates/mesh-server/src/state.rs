@@ -101,6 +101,9 @@ impl AppState {
 
     pub fn reload_directory(&self) -> Result<(), crate::directory::DirectoryError> {
         let fresh = Directory::load(&self.inner.directory_source)?;
+        for warning in fresh.warnings() {
+            tracing::warn!("{warning}");
+        }
         *self
             .inner
             .directory
@@ -176,19 +179,24 @@ impl AppState {
             self.check_shared_rate(&mailbox.mailbox_id, limit).await?;
         }
         if config.replay_check {
-            // Kept until the token's own time plus the window: after that the clock check
-            // refuses it. Without a clock check, tokens are remembered for a day.
-            let keep = window.unwrap_or(TimeDelta::hours(24));
-            let expires_at = token
-                .time()
-                .unwrap_or_else(|| self.now())
-                .checked_add_signed(keep)
-                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+            // Kept for as long as the clock check would accept the token (its time, the
+            // window and the token's minute), not a second less: a record swept earlier
+            // would let a token replayed in its last minute through. Without a clock
+            // check, tokens are remembered for a day from their first use.
+            let now = self.now();
+            let expires_at = match window {
+                Some(window) => token.accepted_until(window),
+                None => None,
+            }
+            .unwrap_or_else(|| {
+                now.checked_add_signed(TimeDelta::hours(24))
+                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
+            });
             let count = token.nonce_count.parse::<u64>().unwrap_or(u64::MAX);
             let first = self
                 .store()
                 .meta
-                .use_token(&token.mailbox_id, &token.nonce, count, expires_at)
+                .use_token(&token.mailbox_id, &token.nonce, count, expires_at, now)
                 .await
                 .map_err(|e| {
                     // The insert may still have committed (a connection lost during

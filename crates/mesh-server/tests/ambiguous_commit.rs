@@ -136,10 +136,11 @@ impl MetaStore for LostReply {
         nonce: &str,
         count: u64,
         expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
         let recorded = self
             .inner
-            .use_token(mailbox, nonce, count, expires_at)
+            .use_token(mailbox, nonce, count, expires_at, now)
             .await?;
         if self.lose_token_replies.load(Ordering::SeqCst) {
             return Err(StoreError::Commit("connection lost during COMMIT".into()));

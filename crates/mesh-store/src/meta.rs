@@ -207,14 +207,17 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Records one use of an authentication token `(mailbox, nonce, count)` and returns
     /// false when it was already recorded. The record lives here, not in a server node, so
     /// that a token replayed against another node sharing this store is refused too. It is
-    /// kept until `expires_at` (the token's timestamp plus the clock window): after that
-    /// the clock check refuses the token anyway.
+    /// kept until `expires_at`, which the caller sets to the last moment its clock check
+    /// would still accept the token: after that the clock check refuses it anyway. Records
+    /// that expired before `now` (the caller's clock, the one its clock check uses) are
+    /// swept from time to time.
     async fn use_token(
         &self,
         mailbox: &str,
         nonce: &str,
         count: u64,
         expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<bool>;
 
     /// Forgets a use, so that a client retrying a request the server failed (5xx, 425,

@@ -96,10 +96,10 @@ impl PgMetaStore {
     }
 
     /// Deletes expired token records and old rate windows, at most once a minute per node.
-    async fn sweep_if_due(&self) -> Result<()> {
-        let now = Utc::now().timestamp();
+    async fn sweep_if_due(&self, clock_now: DateTime<Utc>) -> Result<()> {
+        let now = clock_now.timestamp();
         let last = self.last_sweep.load(Ordering::Relaxed);
-        if now - last < SWEEP_SECS
+        if (now - last < SWEEP_SECS && now >= last)
             || self
                 .last_sweep
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -107,11 +107,14 @@ impl PgMetaStore {
         {
             return Ok(());
         }
-        sqlx::query("DELETE FROM used_tokens WHERE expires_at < now()")
+        // The caller's clock, not the database's: a record lives exactly as long as the
+        // clock check that reads it would accept its token.
+        sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
+            .bind(clock_now)
             .execute(&self.pool)
             .await?;
         sqlx::query("DELETE FROM rate_windows WHERE window_start < $1")
-            .bind(now - 60)
+            .bind(Utc::now().timestamp() - 60)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -532,8 +535,9 @@ impl MetaStore for PgMetaStore {
         nonce: &str,
         count: u64,
         expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.sweep_if_due().await?;
+        self.sweep_if_due(now).await?;
         let done = sqlx::query(
             "INSERT INTO used_tokens (mailbox, nonce, count, expires_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT DO NOTHING",

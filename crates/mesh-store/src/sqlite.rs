@@ -188,10 +188,13 @@ impl TokenLog {
         nonce: &str,
         count: u64,
         expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
-        let now = Utc::now().timestamp();
+        // The caller's clock (the one its clock check uses) decides both when to sweep
+        // and what has expired; a clock moved back sweeps at once, harmlessly.
+        let now = now.timestamp();
         let last = self.last_sweep.load(Ordering::Relaxed);
-        if now - last >= TOKEN_SWEEP_SECS
+        if (now - last >= TOKEN_SWEEP_SECS || now < last)
             && self
                 .last_sweep
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -202,7 +205,7 @@ impl TokenLog {
                 .execute(&self.pool)
                 .await?;
             sqlx::query("DELETE FROM rate_windows WHERE window_start < ?")
-                .bind(now - 60)
+                .bind(Utc::now().timestamp() - 60)
                 .execute(&self.pool)
                 .await?;
         }
@@ -785,8 +788,11 @@ impl MetaStore for SqliteMetaStore {
         nonce: &str,
         count: u64,
         expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.tokens.record(mailbox, nonce, count, expires_at).await
+        self.tokens
+            .record(mailbox, nonce, count, expires_at, now)
+            .await
     }
 
     async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {

@@ -82,6 +82,46 @@ pub struct Store {
     pub blobs: Arc<dyn BlobStore>,
     inline_max: usize,
     shared: bool,
+    /// The exclusive lock on an embedded data directory, held while any clone lives.
+    _lock: Option<Arc<DirLock>>,
+}
+
+/// An exclusive lock on a data directory (`<dir>/openspine.lock`, `flock`).
+///
+/// The embedded store assumes it is the only process on its directory: the start-up
+/// sweep deletes payload files that no committed record names (another process's upload
+/// in flight looks exactly like that), and inbox positions come from an in-memory
+/// counter. A second process on the same directory would lose accepted messages and
+/// interleave positions, so it must not start at all. The lock goes with the process,
+/// however it ends (the kernel releases it), so a crash never leaves it stale.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Takes the lock or fails at once, naming the directory.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("openspine.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Config(format!(
+                "the data directory {} is in use by another openspine process (it holds {}); \
+                 two processes on one data directory would lose messages: stop the other one, \
+                 or give this one its own --data-dir",
+                dir.display(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io(e)),
+        }
+    }
 }
 
 impl Store {
@@ -91,7 +131,13 @@ impl Store {
             blobs,
             inline_max: config.inline_max,
             shared: false,
+            _lock: None,
         }
+    }
+
+    fn locked(mut self, lock: Option<DirLock>) -> Self {
+        self._lock = lock.map(Arc::new);
+        self
     }
 
     /// Marks the store as shared with other nodes: garbage collection then spares recent
@@ -107,7 +153,23 @@ impl Store {
     }
 
     /// Opens the backends `spec` names, defaulting to the embedded ones in `dir`.
+    ///
+    /// Whenever the data directory itself holds the metadata or the payloads, it is
+    /// locked first ([`DirLock`]): a second process on it fails here.
     pub async fn open(dir: &Path, spec: &BackendSpec, config: &StoreConfig) -> Result<Self> {
+        let uses_dir = spec.database_url.is_none() || spec.blob_url.is_none();
+        let lock = if uses_dir {
+            Some(DirLock::acquire(dir)?)
+        } else {
+            match &spec.database_url {
+                Some(url) if url.starts_with("sqlite://") => {
+                    let path = PathBuf::from(url.trim_start_matches("sqlite://"));
+                    let parent = path.parent().unwrap_or(Path::new("."));
+                    Some(DirLock::acquire(parent)?)
+                }
+                _ => None,
+            }
+        };
         let meta: Arc<dyn MetaStore> = match &spec.database_url {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Arc::new(PgMetaStore::connect(url, &spec.pg).await?)
@@ -138,7 +200,7 @@ impl Store {
             }
         };
         let shared = spec.database_url.is_some() || spec.blob_url.is_some();
-        Ok(Self::new(meta, blobs, config).shared(shared))
+        Ok(Self::new(meta, blobs, config).shared(shared).locked(lock))
     }
 
     /// Both stores answer (readiness).
@@ -149,10 +211,10 @@ impl Store {
 
     /// The embedded default: `<dir>/mesh.db` (SQLite) and `<dir>/chunks/` (files).
     pub async fn open_embedded(dir: &Path, config: &StoreConfig) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        let lock = DirLock::acquire(dir)?;
         let meta = SqliteMetaStore::open(&dir.join("mesh.db"), config.readers).await?;
         let blobs = LocalBlobStore::open(&dir.join("chunks"))?;
-        Ok(Self::new(Arc::new(meta), Arc::new(blobs), config))
+        Ok(Self::new(Arc::new(meta), Arc::new(blobs), config).locked(Some(lock)))
     }
 
     /// Reads a chunk body to its durable home and returns the record to commit. Nothing

@@ -397,25 +397,75 @@ async fn data_survives_reopening_the_store() {
 }
 
 #[tokio::test]
+async fn a_second_store_on_one_data_directory_is_refused_while_the_first_lives() {
+    // Two processes on one directory lost accepted messages: the second one's start-up
+    // sweep deleted the first one's payloads in flight, and their inbox counters
+    // interleaved. The directory is locked for the store's lifetime.
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default();
+    let first = Store::open_embedded(dir.path(), &config).await.unwrap();
+    let spec = mesh_store::BackendSpec::default();
+    for second in [
+        Store::open_embedded(dir.path(), &config).await.err(),
+        Store::open(dir.path(), &spec, &config).await.err(),
+    ] {
+        let err = second.expect("refused").to_string();
+        assert!(
+            err.contains("is in use by another openspine process"),
+            "{err}"
+        );
+    }
+    send(&first, &message("HELD", "BOX", "WF", 1), &[1; 100_000]).await;
+    drop(first);
+    // Released with its owner: the next one opens and finds the message.
+    let again = Store::open_embedded(dir.path(), &config).await.unwrap();
+    assert_eq!(read_all(&again, "HELD", 1).await, vec![1; 100_000]);
+}
+
+#[tokio::test]
 async fn a_token_is_used_once_until_released() {
     for b in backends().await {
         let (m, later) = (&b.store.meta, Utc::now() + TimeDelta::hours(2));
         assert!(
-            m.use_token("BOX", "n1", 0, later).await.unwrap(),
+            m.use_token("BOX", "n1", 0, later, Utc::now())
+                .await
+                .unwrap(),
             "{}",
             b.name
         );
-        assert!(!m.use_token("BOX", "n1", 0, later).await.unwrap(), "replay");
+        assert!(
+            !m.use_token("BOX", "n1", 0, later, Utc::now())
+                .await
+                .unwrap(),
+            "replay"
+        );
         // Another node sharing the store refuses the replay too.
         let other = b.another_node().await;
-        assert!(!other.meta.use_token("BOX", "n1", 0, later).await.unwrap());
+        assert!(!other
+            .meta
+            .use_token("BOX", "n1", 0, later, Utc::now())
+            .await
+            .unwrap());
         // A different count or mailbox is a different token.
-        assert!(m.use_token("BOX", "n1", 1, later).await.unwrap());
-        assert!(m.use_token("OTHER", "n1", 0, later).await.unwrap());
+        assert!(m
+            .use_token("BOX", "n1", 1, later, Utc::now())
+            .await
+            .unwrap());
+        assert!(m
+            .use_token("OTHER", "n1", 0, later, Utc::now())
+            .await
+            .unwrap());
         // Released after a failed request: the client's retry with it is accepted, once.
         m.release_token("BOX", "n1", 0).await.unwrap();
-        assert!(other.meta.use_token("BOX", "n1", 0, later).await.unwrap());
-        assert!(!m.use_token("BOX", "n1", 0, later).await.unwrap());
+        assert!(other
+            .meta
+            .use_token("BOX", "n1", 0, later, Utc::now())
+            .await
+            .unwrap());
+        assert!(!m
+            .use_token("BOX", "n1", 0, later, Utc::now())
+            .await
+            .unwrap());
     }
 }
 
@@ -756,9 +806,12 @@ async fn a_token_raced_by_many_requests_is_accepted_once() {
                     other.clone()
                 };
                 let nonce = format!("nonce-{}", i % 8);
-                tokio::spawn(
-                    async move { s.meta.use_token("BOX", &nonce, 0, later).await.unwrap() },
-                )
+                tokio::spawn(async move {
+                    s.meta
+                        .use_token("BOX", &nonce, 0, later, Utc::now())
+                        .await
+                        .unwrap()
+                })
             })
             .collect();
         let mut accepted = 0;

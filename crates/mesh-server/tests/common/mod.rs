@@ -62,6 +62,20 @@ impl TestServer {
         Self::serve_state(dir, state, None).await
     }
 
+    /// As [`TestServer::with_clock`], on an existing data directory (a restart).
+    pub async fn with_clock_in(
+        dir: TempDir,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        source: DirectorySource,
+    ) -> Self {
+        let store = Store::open_embedded(dir.path(), &StoreConfig::default())
+            .await
+            .expect("store opens");
+        let state = AppState::with_clock(config, store, source, clock).expect("directory loads");
+        Self::serve_state(dir, state, None).await
+    }
+
     /// Serves an already open store (several servers can share one, as nodes do), with a
     /// given directory and optionally TLS.
     pub async fn serve_store(
