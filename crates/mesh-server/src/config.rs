@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub body_idle_timeout: Duration,
     /// Connections served at once; more are refused at accept.
     pub max_connections: usize,
+    /// A response the client has not read any of for this long closes its connection
+    /// (a stalled reader would otherwise hold a connection slot forever).
+    pub send_stall_timeout: Duration,
     /// Per-mailbox request rate (token bucket); `None` turns it off.
     pub rate_limit: Option<RateLimit>,
     /// Expiry, retention and the sweep that applies them (API.md 5.7, 5.8).
@@ -45,10 +48,14 @@ pub struct ServerConfig {
     pub build_label: String,
 }
 
+/// The shared key of the NHS's own integration environments and sandbox: public, in the
+/// MESH documentation. Fine for a sandbox on loopback, never for a real service.
+pub const DEFAULT_SHARED_KEY: &str = "TestKey";
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            shared_key: "TestKey".into(),
+            shared_key: DEFAULT_SHARED_KEY.into(),
             sandbox: false,
             clock_window: Some(Duration::from_secs(2 * 3600)),
             replay_check: true,
@@ -62,6 +69,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            send_stall_timeout: Duration::from_secs(60),
             rate_limit: Some(RateLimit {
                 per_second: 500,
                 burst: 1000,

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod conn;
 pub mod devcerts;
 pub mod directory;
 pub mod error;
@@ -148,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(conn::finish_unread_body))
         .with_state(state)
 }
 
@@ -218,6 +220,7 @@ pub async fn serve_with(
         let watcher = graceful.watcher();
         let tls = tls.as_ref().map(tls::TlsReloader::acceptor);
         let handshake_timeout = config.header_timeout;
+        let stall_limit = config.send_stall_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             ::metrics::gauge!("mesh_open_connections").increment(1.0);
@@ -245,11 +248,13 @@ pub async fn serve_with(
                         addr,
                         client_cn: None,
                     };
+                    let stream = conn::StallGuard::new(stream, stall_limit);
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), serve_one(peer));
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
                 Some(acceptor) => {
+                    let stream = conn::StallGuard::new(stream, stall_limit);
                     let stream = match tokio::time::timeout(
                         handshake_timeout,
                         acceptor.accept(stream),
