@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// A mailbox as configured in `mailboxes.jsonl` (API.md 8.1).
+/// A mailbox as configured in `mailboxes.jsonl` (API.md 8.1). Unknown fields are refused:
+/// a misspelt `pasword` would otherwise give a mailbox with an empty password.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mailbox {
     pub mailbox_id: String,
     pub mailbox_name: String,
@@ -61,8 +63,9 @@ impl Mailbox {
     }
 }
 
-/// A workflow and who may send and receive it (API.md 8.2).
+/// A workflow and who may send and receive it (API.md 8.2). Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Workflow {
     pub workflow_id: String,
     #[serde(default)]

@@ -36,6 +36,18 @@ pub struct Directory {
     /// In file order: lookups answer in the order of a workflow's `receivers` list.
     workflows: Vec<Workflow>,
     by_workflow: HashMap<String, usize>,
+    /// Where each mailbox and workflow was defined ("file line N"), to name the first
+    /// definition when a second one is refused.
+    origins: HashMap<(Kind, String), String>,
+    /// Things that load but are probably mistakes (a workflow naming a mailbox that does
+    /// not exist), each naming its file and line.
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Mailbox,
+    Workflow,
 }
 
 impl Directory {
@@ -61,7 +73,36 @@ impl Directory {
             let text = read(path)?;
             dir.add_jsonl(path, &text, Self::add_workflow)?;
         }
+        dir.check_workflow_members();
         Ok(dir)
+    }
+
+    /// Probable mistakes that do not stop loading, each with its file and line; logged at
+    /// start and reload and printed by `openspine check-config`.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Workflows that name mailboxes nobody defined: the sandbox skips them silently,
+    /// which hides a typo in a mailbox id until a send is refused.
+    fn check_workflow_members(&mut self) {
+        let mut warnings = Vec::new();
+        for wf in &self.workflows {
+            let origin = self
+                .origins
+                .get(&(Kind::Workflow, wf.workflow_id.clone()))
+                .cloned()
+                .unwrap_or_default();
+            for (role, ids) in [("sender", &wf.senders), ("receiver", &wf.receivers)] {
+                for id in ids.iter().filter(|id| !self.mailboxes.contains_key(*id)) {
+                    warnings.push(format!(
+                        "{origin}: workflow {} names {role} {id}, which is not a configured mailbox",
+                        wf.workflow_id
+                    ));
+                }
+            }
+        }
+        self.warnings = warnings;
     }
 
     /// Parses mailboxes and workflows from JSON-lines text, with the same rules as
@@ -71,6 +112,7 @@ impl Directory {
         let mut dir = Directory::default();
         dir.add_jsonl(Path::new("<mailboxes>"), mailboxes, Self::add_mailbox)?;
         dir.add_jsonl(Path::new("<workflows>"), workflows, Self::add_workflow)?;
+        dir.check_workflow_members();
         Ok(dir)
     }
 
@@ -78,13 +120,14 @@ impl Directory {
         &mut self,
         path: &Path,
         text: &str,
-        add: fn(&mut Self, &str) -> Result<(), String>,
+        add: fn(&mut Self, &str, String) -> Result<(), String>,
     ) -> Result<(), DirectoryError> {
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            add(self, line).map_err(|reason| DirectoryError::Line {
+            let origin = format!("{} line {}", path.display(), i + 1);
+            add(self, line, origin).map_err(|reason| DirectoryError::Line {
                 path: path.to_path_buf(),
                 line: i + 1,
                 reason,
@@ -93,18 +136,38 @@ impl Directory {
         Ok(())
     }
 
-    fn add_mailbox(&mut self, line: &str) -> Result<(), String> {
+    /// Records where `id` is defined, refusing a second definition: silently keeping
+    /// one of two lines hides which password or receiver list is in force.
+    fn claim(&mut self, kind: Kind, id: &str, origin: String) -> Result<(), String> {
+        let what = match kind {
+            Kind::Mailbox => "mailbox_id",
+            Kind::Workflow => "workflow_id",
+        };
+        match self.origins.entry((kind, id.to_string())) {
+            std::collections::hash_map::Entry::Occupied(first) => Err(format!(
+                "duplicate {what} {id}: already defined at {}",
+                first.get()
+            )),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(origin);
+                Ok(())
+            }
+        }
+    }
+
+    fn add_mailbox(&mut self, line: &str, origin: String) -> Result<(), String> {
         let mut mb: Mailbox = serde_json::from_str(line).map_err(|e| e.to_string())?;
         mb.mailbox_id = mb.mailbox_id.trim().to_ascii_uppercase();
         mb.ods_code = mb.ods_code.trim().to_ascii_uppercase();
         if mb.mailbox_id.is_empty() {
             return Err("mailbox_id is empty".into());
         }
+        self.claim(Kind::Mailbox, &mb.mailbox_id, origin)?;
         self.mailboxes.insert(mb.mailbox_id.clone(), mb);
         Ok(())
     }
 
-    fn add_workflow(&mut self, line: &str) -> Result<(), String> {
+    fn add_workflow(&mut self, line: &str, origin: String) -> Result<(), String> {
         let mut wf: Workflow = serde_json::from_str(line).map_err(|e| e.to_string())?;
         wf.workflow_id = wf.workflow_id.trim().to_string();
         if wf.workflow_id.is_empty() {
@@ -119,14 +182,10 @@ impl Directory {
         };
         clean(&mut wf.senders);
         clean(&mut wf.receivers);
-        match self.by_workflow.get(&wf.workflow_id) {
-            Some(&i) => self.workflows[i] = wf,
-            None => {
-                self.by_workflow
-                    .insert(wf.workflow_id.clone(), self.workflows.len());
-                self.workflows.push(wf);
-            }
-        }
+        self.claim(Kind::Workflow, &wf.workflow_id, origin)?;
+        self.by_workflow
+            .insert(wf.workflow_id.clone(), self.workflows.len());
+        self.workflows.push(wf);
         Ok(())
     }
 
@@ -235,5 +294,59 @@ mod tests {
         .unwrap_err();
         std::fs::remove_file(&tmp).ok();
         assert!(err.to_string().contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_field_is_refused_with_its_line() {
+        let err = Directory::from_jsonl(
+            "{\"mailbox_id\":\"A\",\"mailbox_name\":\"A\",\"password\":\"x\"}\n\
+             {\"mailbox_id\":\"B\",\"mailbox_name\":\"B\",\"pasword\":\"secret\"}\n",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("<mailboxes> line 2: unknown field `pasword`"),
+            "{err}"
+        );
+        let err = Directory::from_jsonl("", "{\"workflow_id\":\"W\",\"reciever\":[]}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1: unknown field `reciever`"), "{err}");
+    }
+
+    #[test]
+    fn a_second_definition_is_refused_naming_the_first() {
+        let err = Directory::from_jsonl(
+            "{\"mailbox_id\":\"a1\",\"mailbox_name\":\"A\"}\n\n{\"mailbox_id\":\" A1 \",\"mailbox_name\":\"B\"}",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "<mailboxes> line 3: duplicate mailbox_id A1: already defined at <mailboxes> line 1"
+        );
+        let err = Directory::from_jsonl("", "{\"workflow_id\":\"W\"}\n{\"workflow_id\":\"W \"}")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "<workflows> line 2: duplicate workflow_id W: already defined at <workflows> line 1"
+        );
+    }
+
+    #[test]
+    fn a_workflow_naming_an_unknown_mailbox_loads_with_a_warning() {
+        let dir = Directory::from_jsonl(
+            "{\"mailbox_id\":\"A\",\"mailbox_name\":\"A\"}",
+            "{\"workflow_id\":\"W\",\"senders\":[\"A\"],\"receivers\":[\"A\",\"TYPO\"]}",
+        )
+        .unwrap();
+        assert_eq!(
+            dir.warnings(),
+            ["<workflows> line 1: workflow W names receiver TYPO, which is not a configured mailbox"]
+        );
+        assert_eq!(dir.receivers("W").len(), 1);
     }
 }

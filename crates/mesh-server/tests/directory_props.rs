@@ -49,6 +49,10 @@ proptest! {
         ),
         receivers in proptest::collection::vec(" ?[A-Za-z0-9]{1,10} ?", 0..6),
     ) {
+        // One line per id: a second definition is refused (tested below).
+        let mut boxes = boxes;
+        let mut seen = std::collections::HashSet::new();
+        boxes.retain(|(id, ..)| seen.insert(id.trim().to_ascii_uppercase()));
         let mailboxes: String = boxes
             .iter()
             .map(|(id, name, password, active)| {
@@ -63,10 +67,8 @@ proptest! {
         let mut ids: Vec<String> = boxes.iter().map(|(id, ..)| id.trim().to_ascii_uppercase()).collect();
         for (id, ..) in &boxes {
             let key = id.trim().to_ascii_uppercase();
-            // The last line for an id wins.
             let (_, want_name, want_password, want_active) = boxes
                 .iter()
-                .rev()
                 .find(|(other, ..)| other.trim().to_ascii_uppercase() == key)
                 .unwrap();
             let mb = dir.mailbox(&key).unwrap();
@@ -88,5 +90,26 @@ proptest! {
         let got: Vec<String> = dir.receivers("WF").iter().map(|m| m.mailbox_id.clone()).collect();
         prop_assert_eq!(got, want);
         prop_assert_eq!(dir.workflow_count(), 1);
+    }
+
+    #[test]
+    fn a_second_line_for_an_id_is_refused_at_that_line(
+        id in "[A-Za-z0-9]{1,10}",
+        gap in 0usize..3,
+        spaces in "[ ]{0,2}",
+    ) {
+        let first = json!({"mailbox_id": id, "mailbox_name": "first"}).to_string();
+        let second = json!({"mailbox_id": format!("{spaces}{}{spaces}", id.to_ascii_lowercase()),
+                            "mailbox_name": "second"}).to_string();
+        let text = format!("{first}\n{}{second}\n", "\n".repeat(gap));
+        let err = Directory::from_jsonl(&text, "").unwrap_err();
+        match err {
+            DirectoryError::Line { line, reason, .. } => {
+                prop_assert_eq!(line, 2 + gap);
+                prop_assert!(reason.starts_with("duplicate mailbox_id"), "{}", reason);
+                prop_assert!(reason.ends_with("<mailboxes> line 1"), "{}", reason);
+            }
+            other => prop_assert!(false, "{}", other),
+        }
     }
 }

@@ -26,6 +26,11 @@ struct Cli {
 enum Command {
     /// Serve the MESH API.
     Serve(Box<ServeArgs>),
+    /// Check a configuration without serving: loads the mailbox and workflow files, the
+    /// TLS files and the admin token exactly as `serve` would, prints what it found and
+    /// every warning, and exits non-zero on the first error (with its file and line).
+    /// Takes the same options and environment variables as `serve`.
+    CheckConfig(Box<ServeArgs>),
     /// Write a throwaway CA, a server certificate and client certificates (PEM) for
     /// trying mutual TLS locally. Not for production.
     DevCerts(DevCertsArgs),
@@ -68,20 +73,20 @@ struct ServeArgs {
     )]
     shared_key: String,
     /// Load the MESH sandbox's demo mailboxes (X26ABC1-3, password `password`) and workflows.
-    #[arg(long, env = "OPENSPINE_DEMO")]
+    #[arg(long, env = "OPENSPINE_DEMO", value_parser = boolish())]
     demo: bool,
     /// Behave as the NHS MESH sandbox: admin endpoints on; no workflow permissions, token
     /// replay or clock checks.
-    #[arg(long, env = "OPENSPINE_SANDBOX")]
+    #[arg(long, env = "OPENSPINE_SANDBOX", value_parser = boolish())]
     sandbox: bool,
     /// Allowed clock difference for token timestamps, in seconds (0 turns the check off).
     #[arg(long, env = "OPENSPINE_CLOCK_SKEW_SECS")]
     clock_skew_secs: Option<u64>,
     /// Accept a token more than once (turns replay protection off).
-    #[arg(long, env = "OPENSPINE_ALLOW_TOKEN_REUSE")]
+    #[arg(long, env = "OPENSPINE_ALLOW_TOKEN_REUSE", value_parser = boolish())]
     allow_token_reuse: bool,
     /// Do not check that senders and recipients are registered for the workflow.
-    #[arg(long, env = "OPENSPINE_NO_WORKFLOW_PERMISSIONS")]
+    #[arg(long, env = "OPENSPINE_NO_WORKFLOW_PERMISSIONS", value_parser = boolish())]
     no_workflow_permissions: bool,
     /// Largest request body (one chunk, or a whole single-chunk message), in bytes.
     #[arg(long, env = "OPENSPINE_MAX_CHUNK_SIZE", default_value_t = 100_000_000)]
@@ -112,7 +117,7 @@ struct ServeArgs {
     #[arg(long, env = "OPENSPINE_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
     /// With --client-ca: also accept clients that present no certificate.
-    #[arg(long, env = "OPENSPINE_CLIENT_CERT_OPTIONAL", requires = "client_ca")]
+    #[arg(long, env = "OPENSPINE_CLIENT_CERT_OPTIONAL", requires = "client_ca", value_parser = boolish())]
     client_cert_optional: bool,
     /// Largest request head (request line plus headers), in bytes.
     #[arg(long, env = "OPENSPINE_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
@@ -126,6 +131,11 @@ struct ServeArgs {
     /// Connections served at once; more are refused.
     #[arg(long, env = "OPENSPINE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// Seconds a response may wait for the client to read any of it before the
+    /// connection is closed (a client that stops reading would hold its slot forever).
+    #[arg(long, env = "OPENSPINE_SEND_STALL_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    send_stall_timeout_secs: u64,
     /// Largest inbox page a client may ask for (`max_results`).
     #[arg(long, env = "OPENSPINE_MAX_PAGE_SIZE", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(10..))]
@@ -161,7 +171,7 @@ struct ServeArgs {
     s3_region: Option<String>,
     /// Address buckets as `bucket.host` (AWS style) instead of `host/bucket`, which
     /// self-hosted stores expect and is the default.
-    #[arg(long, env = "OPENSPINE_S3_VIRTUAL_HOSTED")]
+    #[arg(long, env = "OPENSPINE_S3_VIRTUAL_HOSTED", value_parser = boolish())]
     s3_virtual_hosted: bool,
     /// Seconds between sweeps for payloads that no message refers to (one node sweeps
     /// at a time, under a lease kept in the store).
@@ -199,15 +209,28 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     lifecycle_batch: u32,
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "OPENSPINE_LOG_JSON")]
+    #[arg(long, env = "OPENSPINE_LOG_JSON", value_parser = boolish())]
     log_json: bool,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with every cause, for an operator reading a service log; no
+            // backtrace, which says nothing about a configuration mistake.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
+        Command::CheckConfig(args) => check_config(&args),
         Command::DevCerts(args) => {
             let made = mesh_server::devcerts::generate(&args.out, &args.hosts, &args.clients)?;
             println!("CA:          {}", made.ca.display());
@@ -222,6 +245,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Switches set by environment variable take true/false, yes/no, on/off or 1/0 (any case),
+/// as the README promises; anything else is refused rather than read as "off".
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
 }
 
 /// The longest lifecycle period accepted: a century. Longer is a typo, and would overflow
@@ -247,19 +276,20 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_json);
+/// The server's settings from the command line and environment.
+fn server_config(args: &ServeArgs) -> ServerConfig {
     let mut config = ServerConfig {
-        shared_key: args.shared_key,
+        shared_key: args.shared_key.clone(),
         max_chunk_size: args.max_chunk_size,
         max_message_size: args.max_message_size,
         max_chunks: args.max_chunks,
-        env: args.env,
+        env: args.env.clone(),
         max_page_size: args.max_page_size,
         max_header_bytes: args.max_header_bytes,
         header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs.max(1)),
         max_connections: args.max_connections.max(1),
+        send_stall_timeout: Duration::from_secs(args.send_stall_timeout_secs),
         rate_limit: (args.rate_limit > 0).then_some(RateLimit {
             per_second: args.rate_limit,
             burst: args.rate_burst.max(1),
@@ -286,11 +316,109 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_workflow_permissions {
         config.enforce_workflows = false;
     }
-    let source = DirectorySource {
-        mailboxes: args.mailboxes,
-        workflows: args.workflows,
+    config
+}
+
+fn directory_source(args: &ServeArgs) -> DirectorySource {
+    DirectorySource {
+        mailboxes: args.mailboxes.clone(),
+        workflows: args.workflows.clone(),
         demo: args.demo,
-    };
+    }
+}
+
+fn load_tls(args: &ServeArgs) -> anyhow::Result<Option<TlsReloader>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(
+            TlsReloader::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.client_ca.clone(),
+                client_cert_optional: args.client_cert_optional,
+            })
+            .context("loading the TLS certificate and key")?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Settings that work but expose the service: said at every start, and by check-config.
+fn risky_settings(args: &ServeArgs) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let exposed = !args.listen.ip().is_loopback();
+    if args.shared_key == mesh_server::config::DEFAULT_SHARED_KEY && (exposed || !args.sandbox) {
+        warnings.push(format!(
+            "the shared key is the public default ({}): anyone who has read the MESH \
+             documentation can make tokens for any mailbox whose password they guess; set \
+             OPENSPINE_SHARED_KEY",
+            mesh_server::config::DEFAULT_SHARED_KEY
+        ));
+    }
+    if args.sandbox && exposed {
+        warnings.push(format!(
+            "--sandbox on {} (not a loopback address): the sandbox has no replay or clock \
+             checks and lets anyone reset every mailbox; keep it on 127.0.0.1",
+            args.listen
+        ));
+    }
+    if args.tls_cert.is_none() && exposed {
+        warnings.push(format!(
+            "plain HTTP on {} (not a loopback address): tokens and messages cross the \
+             network unencrypted; use --tls-cert and --tls-key, or a TLS proxy in front on \
+             the same host",
+            args.listen
+        ));
+    }
+    warnings
+}
+
+fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = server_config(args);
+    let directory = mesh_server::Directory::load(&directory_source(args))
+        .context("loading mailboxes and workflows")?;
+    let tls = load_tls(args)?;
+    println!(
+        "mailboxes: {}, workflows: {}",
+        directory.mailbox_count(),
+        directory.workflow_count()
+    );
+    println!(
+        "listen: {} ({}{})",
+        args.listen,
+        if tls.is_some() { "HTTPS" } else { "plain HTTP" },
+        if args.client_ca.is_some() {
+            ", mutual TLS"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "mode: {}",
+        if config.sandbox { "sandbox" } else { "service" }
+    );
+    let mut warnings: Vec<String> = directory.warnings().to_vec();
+    warnings.extend(risky_settings(args));
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "configuration OK{}",
+        if warnings.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} warnings)", warnings.len())
+        }
+    );
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    let config = server_config(&args);
+    for warning in risky_settings(&args) {
+        tracing::warn!("{warning}");
+    }
+    let source = directory_source(&args);
     let store_config = StoreConfig {
         inline_max: args.inline_max,
         ..StoreConfig::default()
@@ -324,8 +452,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             format!("opening the store (metadata: {metadata}; payloads: {payloads})")
         })?;
     if !store.is_shared() {
-        // A lone node before it listens: nothing can be in flight, so no age limit.
-        match store.collect_garbage(Duration::ZERO).await {
+        // Crash leftovers, before listening: only payloads older than the minimum age,
+        // as on every later sweep. The data-directory lock already keeps a second
+        // process out; the age rule means even a mistake there cannot take an upload
+        // in flight.
+        match store
+            .collect_garbage(Duration::from_secs(args.gc_min_age_secs))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed payloads left unreferenced by a crash"),
             Err(e) => tracing::warn!(error = %e, "payload garbage collection failed"),
@@ -338,21 +472,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let state = AppState::new(config, store, source).context("loading mailboxes and workflows")?;
     let directory = state.directory();
+    for warning in directory.warnings() {
+        tracing::warn!("{warning}");
+    }
     if directory.mailbox_count() == 0 {
         tracing::warn!("no mailboxes configured: pass --mailboxes FILE or --demo");
     }
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            TlsReloader::load(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: args.client_ca.clone(),
-                client_cert_optional: args.client_cert_optional,
-            })
-            .context("loading the TLS certificate and key")?,
-        ),
-        _ => None,
-    };
+    let tls = load_tls(&args)?;
     spawn_reload_on_hangup(state.clone(), tls.clone());
     mesh_server::lifecycle::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
