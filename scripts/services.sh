@@ -93,6 +93,9 @@ garage_bin() {
   local cached=$OPENSPINE_CACHE/garage-$GARAGE_VERSION/bin/garage
   if [ ! -x "$cached" ]; then
     echo "building Garage $GARAGE_VERSION from crates.io (once; cached in $OPENSPINE_CACHE)" >&2
+    # A test server needs no release-grade optimisation: opt-level 1 and no debug info
+    # build it in about a third of the time (4.5 min instead of 12 on two cores).
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_INCREMENTAL=false \
     CARGO_TARGET_DIR=$OPENSPINE_CACHE/garage-build cargo install garage --version "$GARAGE_VERSION" \
       --locked --no-default-features --features bundled-libs,sqlite \
       --root "$OPENSPINE_CACHE/garage-$GARAGE_VERSION" >&2 || return 1

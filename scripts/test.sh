@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: lint, Rust tests (unit, the backend suite on
 # real SQLite files and on a real PostgreSQL + Garage S3, HTTP integration), the Python
-# mesh-client interop suite (plain, mutual TLS, and on PostgreSQL + S3), the NHS sandbox's own
+# mesh-client interop suite (plain, mutual TLS, and on PostgreSQL + S3), the NHS npm client
+# nhs-mesh-client (plain and mutual TLS), the NHS sandbox's own
 # packaged test suite over HTTP, the kill -9 crash
 # test, the 1 GiB memory test, the three-node cluster test (kill -9 and rolling restart),
 # the PostgreSQL outage test, the lifecycle test (kill -9 mid-sweep, two nodes sweeping), a short run of the side-by-side benchmark so it cannot rot,
@@ -147,6 +148,19 @@ if [ -x "$bin" ] && run "python venv" need_python; then
   fi
 else
   failures+=("python setup"); failed=$((failed + 1))
+fi
+
+# The NHS npm client (nhs-mesh-client) against openspine, over plain HTTP and mutual TLS.
+if [ -x "$bin" ]; then
+  step "interop: nhs-mesh-client (npm) against openspine"
+  OPENSPINE_BIN="$bin" bash tests/interop-node/run.sh 2>&1 | tee "$log_dir/node-interop.log"
+  node_rc=${PIPESTATUS[0]}
+  line=$(grep -E '^node interop: [0-9]+ passed, [0-9]+ failed$' "$log_dir/node-interop.log" | tail -1)
+  p=$(awk '{print $3+0}' <<<"$line"); f=$(awk '{print $5+0}' <<<"$line")
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ "$node_rc" -ne 0 ]; then
+    failures+=("node interop"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
+  fi
 fi
 
 if [ -z "${QUICK:-}" ]; then
