@@ -273,3 +273,115 @@ mod tests {
         );
     }
 }
+
+/// Header values byte for byte.
+///
+/// MESH keeps `Mex-*` values exactly as sent and returns them on download (the NHS sandbox
+/// does: its HTTP stack reads header bytes as Latin-1 and writes them back the same way).
+/// Values are kept as Rust strings, so bytes that are not UTF-8 are escaped into a range
+/// of private-use characters, one per byte, and turned back into those bytes on the way
+/// out. Without this, every invalid byte became U+FFFD and two distinct local ids could
+/// collapse into one.
+///
+/// The escape range is U+10FF80..=U+10FFFF (private use, plane 16). A sender who really
+/// sends one of those characters as UTF-8 has each of its four bytes escaped too, so the
+/// mapping stays exact for every byte string.
+pub mod raw {
+    use std::borrow::Cow;
+
+    const BASE: u32 = 0x10_FF00;
+    const FIRST: u32 = BASE + 0x80;
+
+    fn escape(byte: u8) -> char {
+        // Only bytes 0x80..=0xFF are ever escaped: ASCII is always valid UTF-8.
+        char::from_u32(BASE + u32::from(byte)).unwrap_or(char::REPLACEMENT_CHARACTER)
+    }
+
+    fn is_escape(c: char) -> bool {
+        (c as u32) >= FIRST
+    }
+
+    /// A header value's bytes as text that [`encode`] turns back into the same bytes.
+    pub fn decode(bytes: &[u8]) -> String {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            if !text.chars().any(is_escape) {
+                return text.to_owned();
+            }
+        }
+        let mut out = String::with_capacity(bytes.len());
+        for chunk in bytes.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if is_escape(c) {
+                    let mut buf = [0u8; 4];
+                    out.extend(c.encode_utf8(&mut buf).bytes().map(escape));
+                } else {
+                    out.push(c);
+                }
+            }
+            out.extend(chunk.invalid().iter().copied().map(escape));
+        }
+        out
+    }
+
+    /// The bytes a value decoded by [`decode`] came from.
+    pub fn encode(text: &str) -> Cow<'_, [u8]> {
+        if !text.chars().any(is_escape) {
+            return Cow::Borrowed(text.as_bytes());
+        }
+        let mut out = Vec::with_capacity(text.len());
+        for c in text.chars() {
+            if is_escape(c) {
+                out.push((c as u32 - BASE) as u8);
+            } else {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// The value as JSON text: JSON cannot carry bytes that are not UTF-8, so each one is
+    /// shown as the Latin-1 character of the same number, as the NHS sandbox shows it.
+    pub fn for_json(text: &str) -> Cow<'_, str> {
+        if !text.chars().any(is_escape) {
+            return Cow::Borrowed(text);
+        }
+        Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    if is_escape(c) {
+                        char::from_u32(c as u32 - BASE).unwrap_or(char::REPLACEMENT_CHARACTER)
+                    } else {
+                        c
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_byte_string_round_trips() {
+            let cases: &[&[u8]] = &[
+                b"plain ascii",
+                "Café £5 ✓".as_bytes(),
+                b"\xe9",
+                b"\xe8",
+                b"caf\xe9 \xff\xfe end",
+                b"\xc3",
+                "\u{10FF80}\u{10FFFF}".as_bytes(),
+                b"\xf4\x8f\xbe\x80",
+            ];
+            for bytes in cases {
+                let text = decode(bytes);
+                assert_eq!(encode(&text).as_ref(), *bytes, "{bytes:?}");
+            }
+            assert_ne!(decode(b"\xe9"), decode(b"\xe8"));
+            assert_eq!(decode("Café".as_bytes()), "Café");
+            assert_eq!(for_json(&decode(b"caf\xe9")), "café");
+        }
+    }
+}

@@ -20,8 +20,15 @@ pub fn json(status: StatusCode, version: ApiVersion, body: &Value) -> Response {
     json_typed(status, version.json_content_type(), body)
 }
 
+/// Header values kept byte for byte may hold bytes that are not UTF-8; JSON shows each
+/// as its Latin-1 character (`raw::for_json`), as the NHS sandbox does.
 pub fn json_typed(status: StatusCode, content_type: &'static str, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
+    let text = body.to_string();
+    let text = match mesh_protocol::headers::raw::for_json(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(mapped) => mapped,
+    };
+    let mut r = (status, text).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r

@@ -4,8 +4,9 @@ use super::{json, json_typed, upper};
 use crate::error::{store_error, ApiError};
 use crate::state::{begin, AppState};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
+use mesh_protocol::headers::raw;
 use mesh_protocol::views::{tracking_v1, tracking_v2};
 use mesh_protocol::{ApiVersion, MeshError};
 
@@ -52,12 +53,25 @@ pub async fn by_message_id(
 }
 
 /// `GET …/outbox/tracking/{local_id}` (deprecated): always the v1 record.
+///
+/// The path is read from the URI and percent-decoded to bytes here, not by the router's
+/// extractor (which refuses bytes that are not UTF-8): a local id sent with such bytes
+/// (kept byte for byte, see `raw`) is found by the same bytes percent-encoded.
 pub async fn by_local_id(
     State(state): State<AppState>,
-    Path((mailbox, local_id)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mailbox = upper(&mailbox);
+    // `/messageexchange/{mailbox}/outbox/tracking/{local_id}`, as routed.
+    let segments: Vec<&str> = uri.path().split('/').collect();
+    let decoded = |i: usize| {
+        segments
+            .get(i)
+            .map(|v| percent_encoding::percent_decode_str(v).collect::<Vec<u8>>())
+            .unwrap_or_default()
+    };
+    let mailbox = upper(&String::from_utf8_lossy(&decoded(2)));
+    let local_id = raw::decode(&decoded(5));
     let n = crate::state::Negotiated::from_headers(&headers);
     state
         .authenticate(&headers, &mailbox)
