@@ -197,6 +197,17 @@ impl MeshError {
     pub fn cannot_change_encoding() -> Self {
         Self::mesh(417, "", "", "cannot change content encoding")
     }
+    /// A body sent with `Content-Encoding: gzip` that does not start as gzip does. The
+    /// sandbox stores it and fails the download; refused here at upload, where the
+    /// sender can still do something about it. An OpenSpine error: no NHS text exists.
+    pub fn body_not_gzip() -> Self {
+        Self::mesh(
+            400,
+            "SEND",
+            "",
+            "Content-Encoding is gzip but the body is not gzip data",
+        )
+    }
 
     // ---- download / ack (API.md 3.4, 3.7) ----
     pub fn message_does_not_exist() -> Self {

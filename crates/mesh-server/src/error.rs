@@ -40,12 +40,19 @@ impl IntoResponse for ApiError {
 /// The reason a body stream gives when the body idle timeout fired.
 pub const BODY_TIMEOUT: &str = "request body timed out";
 
+/// The reason a body stream gives when a body declared gzip does not start as gzip.
+pub const NOT_GZIP: &str = "body declared gzip is not gzip";
+
 /// Store failures are the server's problem: a 5xx the client may retry. Details go to the
 /// log (with the internal id the client sees), never to the client.
 pub fn store_error(e: StoreError, version: ApiVersion) -> ApiError {
     match e {
         StoreError::TooLarge { limit } => {
             ApiError::new(MeshError::payload_too_large("request body", limit), version)
+        }
+        StoreError::Body(reason) if reason == NOT_GZIP => {
+            tracing::info!("body declared gzip is not gzip: refused");
+            ApiError::new(MeshError::body_not_gzip(), version)
         }
         StoreError::Body(reason) if reason == BODY_TIMEOUT => {
             tracing::info!("request body stalled: abandoned");
