@@ -29,6 +29,11 @@ pub enum ExpiryReason {
     NotCollected { days: u64 },
     /// Its recipient's mailbox was deactivated.
     MailboxDeactivated,
+    /// Its payload could not be found when the recipient downloaded it (deleted or lost
+    /// outside the server). An OpenSpine text: MESH publishes none.
+    PayloadLost,
+    /// Expired by hand through the admin API. An OpenSpine text.
+    ByOperator,
 }
 
 impl ExpiryReason {
@@ -40,6 +45,13 @@ impl ExpiryReason {
             }
             ExpiryReason::MailboxDeactivated => {
                 "Message was not collected as the mailbox is deactivated".to_string()
+            }
+            ExpiryReason::PayloadLost => {
+                "Message could not be delivered: its content was lost by the server".to_string()
+            }
+            ExpiryReason::ByOperator => {
+                "Message was withdrawn from the recipient's inbox by the service operator"
+                    .to_string()
             }
         }
     }

@@ -55,12 +55,12 @@ impl Directory {
         let mut dir = Directory::default();
         if source.demo {
             dir.add_jsonl(
-                Path::new("<demo mailboxes>"),
+                Path::new(DEMO_MAILBOXES_ORIGIN),
                 DEMO_MAILBOXES,
                 Self::add_mailbox,
             )?;
             dir.add_jsonl(
-                Path::new("<demo workflows>"),
+                Path::new(DEMO_WORKFLOWS_ORIGIN),
                 DEMO_WORKFLOWS,
                 Self::add_workflow,
             )?;
@@ -137,17 +137,26 @@ impl Directory {
     }
 
     /// Records where `id` is defined, refusing a second definition: silently keeping
-    /// one of two lines hides which password or receiver list is in force.
+    /// one of two lines hides which password or receiver list is in force. The one
+    /// exception is the demo set, which is a base the operator's files may redefine
+    /// (binding a demo mailbox to a certificate, say).
     fn claim(&mut self, kind: Kind, id: &str, origin: String) -> Result<(), String> {
         let what = match kind {
             Kind::Mailbox => "mailbox_id",
             Kind::Workflow => "workflow_id",
         };
         match self.origins.entry((kind, id.to_string())) {
-            std::collections::hash_map::Entry::Occupied(first) => Err(format!(
-                "duplicate {what} {id}: already defined at {}",
-                first.get()
-            )),
+            std::collections::hash_map::Entry::Occupied(mut first) => {
+                if first.get().starts_with(DEMO_ORIGIN) && !origin.starts_with(DEMO_ORIGIN) {
+                    first.insert(origin);
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "duplicate {what} {id}: already defined at {}",
+                        first.get()
+                    ))
+                }
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(origin);
                 Ok(())
@@ -183,9 +192,15 @@ impl Directory {
         clean(&mut wf.senders);
         clean(&mut wf.receivers);
         self.claim(Kind::Workflow, &wf.workflow_id, origin)?;
-        self.by_workflow
-            .insert(wf.workflow_id.clone(), self.workflows.len());
-        self.workflows.push(wf);
+        match self.by_workflow.get(&wf.workflow_id) {
+            // A demo workflow redefined by the operator's file.
+            Some(&i) => self.workflows[i] = wf,
+            None => {
+                self.by_workflow
+                    .insert(wf.workflow_id.clone(), self.workflows.len());
+                self.workflows.push(wf);
+            }
+        }
         Ok(())
     }
 
@@ -237,6 +252,11 @@ fn read(path: &Path) -> Result<String, DirectoryError> {
         source,
     })
 }
+
+/// How the demo set's lines are named in messages; a file may redefine them.
+const DEMO_ORIGIN: &str = "<demo";
+const DEMO_MAILBOXES_ORIGIN: &str = "<demo mailboxes>";
+const DEMO_WORKFLOWS_ORIGIN: &str = "<demo workflows>";
 
 /// The NHS sandbox's fixture mailboxes (API.md 8.1).
 const DEMO_MAILBOXES: &str = r#"
@@ -333,6 +353,28 @@ mod tests {
         assert_eq!(
             err,
             "<workflows> line 2: duplicate workflow_id W: already defined at <workflows> line 1"
+        );
+    }
+
+    #[test]
+    fn a_file_may_redefine_a_demo_mailbox_once() {
+        let tmp = std::env::temp_dir().join(format!("mb-demo-{}.jsonl", std::process::id()));
+        let line = r#"{"mailbox_id":"X26ABC1","mailbox_name":"BOUND","certificate_cns":["cn"]}"#;
+        std::fs::write(&tmp, format!("{line}\n")).unwrap();
+        let source = DirectorySource {
+            mailboxes: Some(tmp.clone()),
+            demo: true,
+            ..Default::default()
+        };
+        let dir = Directory::load(&source).unwrap();
+        assert_eq!(dir.mailbox("X26ABC1").unwrap().mailbox_name, "BOUND");
+        assert_eq!(dir.mailbox_count(), 3);
+        std::fs::write(&tmp, format!("{line}\n{line}\n")).unwrap();
+        let err = Directory::load(&source).unwrap_err().to_string();
+        std::fs::remove_file(&tmp).ok();
+        assert!(
+            err.contains("line 2: duplicate mailbox_id X26ABC1"),
+            "{err}"
         );
     }
 

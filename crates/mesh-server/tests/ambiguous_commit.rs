@@ -130,6 +130,29 @@ impl MetaStore for LostReply {
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }
+    async fn act_on_message(
+        &self,
+        message_id: &str,
+        action: &mesh_store::OperatorAction,
+        now: DateTime<Utc>,
+    ) -> Result<mesh_store::ActionOutcome> {
+        self.inner.act_on_message(message_id, action, now).await
+    }
+    async fn search_messages(
+        &self,
+        query: &mesh_store::MessageQuery,
+    ) -> Result<Vec<mesh_protocol::Message>> {
+        self.inner.search_messages(query).await
+    }
+    async fn message_log(&self, message_id: &str) -> Result<Vec<mesh_store::LogEntry>> {
+        self.inner.message_log(message_id).await
+    }
+    async fn inbox_depths(&self, limit: u32) -> Result<Vec<mesh_store::InboxDepth>> {
+        self.inner.inbox_depths(limit).await
+    }
+    async fn stats(&self) -> Result<mesh_store::StoreStats> {
+        self.inner.stats().await
+    }
     async fn use_token(
         &self,
         mailbox: &str,

@@ -28,3 +28,15 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// The payload (file or object) is not there: gone for good, unlike a store that is
+    /// not answering, which a retry may get past.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            StoreError::Blob(object_store::Error::NotFound { .. }) => true,
+            StoreError::Io(e) => e.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}

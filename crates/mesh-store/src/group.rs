@@ -23,6 +23,7 @@ pub enum Reply {
     Count(u64),
     Expired(ExpiryOutcome),
     Purged(PurgeOutcome),
+    Action(crate::operator::ActionOutcome),
 }
 
 /// A write: runs against the writer connection inside the batch transaction.

@@ -10,6 +10,7 @@ mod blob;
 mod error;
 mod group;
 mod meta;
+mod operator;
 mod pg_lifecycle;
 mod postgres;
 mod rows;
@@ -23,6 +24,7 @@ pub use meta::{
     AckOutcome, ChunkLocation, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry,
     MetaStore, PurgeOutcome, PurgeSweep, PutChunkOutcome, Side,
 };
+pub use operator::{ActionOutcome, InboxDepth, MessageQuery, OperatorAction, StoreStats};
 pub use postgres::{PgMetaStore, PgOptions};
 pub use sqlite::SqliteMetaStore;
 pub use store::{redact_url, BackendSpec, Store, StoreConfig};

@@ -238,6 +238,29 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Messages another node is expiring at the same moment are skipped, never done twice.
     async fn expire_due(&self, sweep: &ExpirySweep) -> Result<ExpiryOutcome>;
 
+    /// An operator's action on one message (expire with its report, remove, redeliver),
+    /// in one transaction with its log entries. Exactly one of several nodes acting on the
+    /// same message at once acts; the others find it changed.
+    async fn act_on_message(
+        &self,
+        message_id: &str,
+        action: &crate::operator::OperatorAction,
+        now: DateTime<Utc>,
+    ) -> Result<crate::operator::ActionOutcome>;
+
+    /// Messages matching `query`, newest first (the operator's search).
+    async fn search_messages(&self, query: &crate::operator::MessageQuery) -> Result<Vec<Message>>;
+
+    /// Every event-log entry of one message, oldest first (its history).
+    async fn message_log(&self, message_id: &str) -> Result<Vec<LogEntry>>;
+
+    /// The `limit` deepest inboxes: waiting (accepted, unacknowledged) messages and when
+    /// the oldest of them was sent.
+    async fn inbox_depths(&self, limit: u32) -> Result<Vec<crate::operator::InboxDepth>>;
+
+    /// Messages by status and bytes stored, for the metrics.
+    async fn stats(&self) -> Result<crate::operator::StoreStats>;
+
     /// Deletes one batch of records past retention and of abandoned uploads, in one
     /// transaction.
     async fn purge_due(&self, sweep: &PurgeSweep) -> Result<PurgeOutcome>;

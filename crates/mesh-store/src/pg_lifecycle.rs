@@ -111,7 +111,7 @@ fn empty_chunk() -> ChunkRecord {
     }
 }
 
-fn entry(row: &sqlx::postgres::PgRow) -> Result<LogEntry> {
+pub(crate) fn entry(row: &sqlx::postgres::PgRow) -> Result<LogEntry> {
     Ok(LogEntry {
         seq: row.try_get("seq")?,
         at: row.try_get("at")?,

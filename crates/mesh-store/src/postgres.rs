@@ -595,6 +595,31 @@ impl MetaStore for PgMetaStore {
         self.do_mark_downloaded(message_id, now).await
     }
 
+    async fn act_on_message(
+        &self,
+        message_id: &str,
+        action: &crate::operator::OperatorAction,
+        now: DateTime<Utc>,
+    ) -> Result<crate::operator::ActionOutcome> {
+        self.do_act_on_message(message_id, action, now).await
+    }
+
+    async fn search_messages(&self, query: &crate::operator::MessageQuery) -> Result<Vec<Message>> {
+        self.do_search(query).await
+    }
+
+    async fn message_log(&self, message_id: &str) -> Result<Vec<LogEntry>> {
+        self.do_message_log(message_id).await
+    }
+
+    async fn inbox_depths(&self, limit: u32) -> Result<Vec<crate::operator::InboxDepth>> {
+        self.do_inbox_depths(limit).await
+    }
+
+    async fn stats(&self) -> Result<crate::operator::StoreStats> {
+        self.do_stats().await
+    }
+
     async fn expire_due(&self, sweep: &ExpirySweep) -> Result<ExpiryOutcome> {
         self.do_expire_due(sweep).await
     }

@@ -183,7 +183,7 @@ async fn w_purge_due(tx: &mut SqliteConnection, sweep: &PurgeSweep) -> Result<Pu
     Ok(out)
 }
 
-fn entry(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry> {
+pub(crate) fn entry(row: &sqlx::sqlite::SqliteRow) -> Result<LogEntry> {
     let at: i64 = row.try_get("at")?;
     Ok(LogEntry {
         seq: row.try_get("seq")?,

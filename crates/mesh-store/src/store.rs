@@ -329,6 +329,23 @@ impl Store {
         Ok(out)
     }
 
+    /// An operator's action on one message; a removed message's payloads are deleted
+    /// after its records are gone, as in a purge.
+    pub async fn act_on_message(
+        &self,
+        message_id: &str,
+        action: &crate::operator::OperatorAction,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::operator::ActionOutcome> {
+        let outcome = self.meta.act_on_message(message_id, action, now).await?;
+        if let crate::operator::ActionOutcome::Removed { blob_keys, .. } = &outcome {
+            for key in blob_keys {
+                self.discard_key(key).await;
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Deletes every message and its payload (sandbox reset).
     pub async fn reset_all(&self) -> Result<()> {
         for key in self.meta.reset_all().await? {

@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
-use mesh_protocol::headers::accepts_gzip;
+use futures::{StreamExt, TryStreamExt};
+use mesh_protocol::headers::{accepts_gzip, raw};
 use mesh_protocol::views::download_headers;
 use mesh_protocol::{ApiVersion, Mailbox, MeshError, MessageType, Status};
 use std::io::Write;
@@ -39,13 +39,9 @@ pub async fn download_chunk(
 fn with_headers(mut response: Response, pairs: Vec<(&'static str, String)>) -> Response {
     let h = response.headers_mut();
     for (name, value) in pairs {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        // The sender's bytes exactly as they were sent (see `raw`).
+        if let Ok(v) = HeaderValue::from_bytes(&raw::encode(&value)) {
             h.insert(HeaderName::from_static(name), v);
-        } else {
-            // Sender text with bytes a header cannot carry is sent as raw bytes.
-            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-                h.insert(HeaderName::from_static(name), v);
-            }
         }
     }
     response
@@ -95,12 +91,32 @@ async fn download(
     }
     let store = state.store();
     let record = record.ok_or_else(|| err(MeshError::message_does_not_exist()))?;
-    let stream = store
-        .read_chunk(&record)
-        .await
-        .map_err(|e| store_error(e, version))?;
+    let mut stream = match store.read_chunk(&record).await {
+        Ok(stream) => stream,
+        Err(e) if e.is_not_found() => {
+            payload_lost(&state, &message, &mailbox, number).await;
+            return Err(err(MeshError::gone()));
+        }
+        Err(e) => return Err(store_error(e, version)),
+    };
     let wants_gzip = accepts_gzip(header_text(&headers, "accept-encoding").as_deref());
-    let stored_gzip = message.is_gzip();
+    let mut stored_gzip = message.is_gzip();
+    if stored_gzip && !wants_gzip {
+        // Stored before uploads were checked: a body labelled gzip that is not gzip is
+        // sent as it was stored, not fed to a decoder that would fail mid-answer.
+        let first = stream.next().await;
+        if let Some(Ok(piece)) = &first {
+            if piece.len() >= 2 && piece[..2] != [0x1f, 0x8b] {
+                tracing::warn!(
+                    message_id = %message.message_id,
+                    mailbox = %mailbox,
+                    "stored body labelled gzip is not gzip: sent as stored"
+                );
+                stored_gzip = false;
+            }
+        }
+        stream = futures::stream::iter(first).chain(stream).boxed();
+    }
     let mut gzip_out = false;
     let mut length = Some(record.size);
     let body = if stored_gzip && wants_gzip {
@@ -112,7 +128,19 @@ async fn download(
         let reader = StreamReader::new(stream.map_err(std::io::Error::other));
         let mut decoder = GzipDecoder::new(reader);
         decoder.multiple_members(true);
-        Body::from_stream(ReaderStream::new(decoder))
+        let (id, who) = (message.message_id.clone(), mailbox.clone());
+        // The status line is already sent when a corrupt member is found: the connection
+        // can only be closed, but never silently.
+        Body::from_stream(ReaderStream::new(decoder).inspect_err(move |e| {
+            ::metrics::counter!("mesh_download_failures_total", "service" => "mesh", "reason" => "gzip")
+                .increment(1);
+            tracing::error!(
+                message_id = %id,
+                mailbox = %who,
+                error = %e,
+                "stored gzip body does not decode: download cut short"
+            );
+        }))
     } else if wants_gzip && version == ApiVersion::V2 && record.size <= ON_THE_FLY_GZIP_MAX {
         let plain: Vec<u8> = stream
             .try_fold(
@@ -161,6 +189,46 @@ async fn download(
     };
     metrics::counter!("mesh_chunks_sent_total").increment(1);
     Ok(with_headers((status, body).into_response(), pairs))
+}
+
+/// A message whose payload is gone for good (deleted or lost outside the server) would
+/// answer 503 on every download and stop a client that works through its inbox in
+/// order. It becomes undeliverable instead, as if it had expired: it leaves the inbox,
+/// its sender gets a non-delivery report saying why, and the event is logged, audited
+/// and counted, so an operator can find it (admin API: search by status) and redeliver
+/// it once the payload is restored, or remove it. This download answers 410, like any
+/// message no longer available.
+async fn payload_lost(
+    state: &AppState,
+    message: &mesh_protocol::Message,
+    mailbox: &str,
+    chunk: u32,
+) {
+    ::metrics::counter!("mesh_payloads_lost_total", "service" => "mesh").increment(1);
+    tracing::error!(
+        target: "audit",
+        event = "payload_lost",
+        message_id = %message.message_id,
+        mailbox,
+        sender = %message.sender.mailbox_id,
+        chunk,
+        "payload of a message waiting in an inbox is missing: message made undeliverable"
+    );
+    let action = mesh_store::OperatorAction::Expire {
+        reason: mesh_protocol::lifecycle::ExpiryReason::PayloadLost,
+        report_period: state.config().lifecycle.inbox_period(),
+    };
+    if let Err(e) = state
+        .store()
+        .act_on_message(&message.message_id, &action, state.now())
+        .await
+    {
+        tracing::error!(
+            message_id = %message.message_id,
+            error = %e,
+            "could not mark a message with a lost payload undeliverable"
+        );
+    }
 }
 
 /// How long a first download waits for its record before answering anyway.

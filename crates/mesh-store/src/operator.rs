@@ -1,0 +1,465 @@
+//! What an operator does to one message, and what an operator (or a monitoring system)
+//! asks of the store as a whole: search, a message's history, inbox depths, counts by
+//! status, stored bytes. Both backends; every change is logged in the same transaction
+//! as the change itself, like every other state change.
+
+use crate::error::Result;
+use crate::group::Reply;
+use crate::meta::{ChunkLocation, ChunkRecord, ExpiryOutcome, LogEntry};
+use crate::rows::{decode, id_floor, report_id};
+use crate::sqlite::{job, load_for_update, next_seq, save, unexpected, w_create_message};
+use crate::{pg_lifecycle, postgres, sqlite_lifecycle, PgMetaStore, SqliteMetaStore};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use mesh_protocol::lifecycle::{expire, later, ExpiryReason};
+use mesh_protocol::{Change, Event, Message, MessageType, Status};
+use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
+
+/// An operator's action on one message.
+#[derive(Debug, Clone)]
+pub enum OperatorAction {
+    /// Expire a message waiting in an inbox now, with its non-delivery report, as the
+    /// sweep would at its expiry time.
+    Expire {
+        reason: ExpiryReason,
+        report_period: TimeDelta,
+    },
+    /// Delete the record, its chunks and (after the commit, by the caller) its payloads:
+    /// for a poisoned message nobody can use.
+    Remove,
+    /// Put a message that left the inbox (acknowledged, expired, failed) back into its
+    /// recipient's inbox, at the end, with a fresh inbox period.
+    Redeliver { inbox_period: TimeDelta },
+}
+
+/// What an [`OperatorAction`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionOutcome {
+    NotFound,
+    /// The action does not apply to a message in this status (nothing changed).
+    NotApplicable(Status),
+    Expired(ExpiryOutcome),
+    /// Removed; `blob_keys` are for the caller to delete once committed.
+    Removed {
+        bytes: u64,
+        blob_keys: Vec<String>,
+    },
+    Redelivered,
+}
+
+/// A search over all messages, newest first. Every filter is optional.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    /// Sender or recipient.
+    pub mailbox: Option<String>,
+    pub workflow_id: Option<String>,
+    pub status: Option<Status>,
+    pub local_id: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only ids lower than this (the last id of the previous page).
+    pub before_id: Option<String>,
+    pub limit: u32,
+}
+
+/// One recipient's waiting messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxDepth {
+    pub mailbox: String,
+    pub waiting: u64,
+    /// When the oldest waiting message was sent.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// Store-wide figures for the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub by_status: Vec<(String, u64)>,
+    pub stored_bytes: u64,
+}
+
+/// A message id's creation time (ids begin `yyyyMMddHHmmssffffff`, API.md 5.1).
+pub(crate) fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let prefix = id.get(..20)?;
+    NaiveDateTime::parse_from_str(prefix, "%Y%m%d%H%M%S%6f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+fn empty_chunk() -> ChunkRecord {
+    ChunkRecord {
+        size: 0,
+        location: ChunkLocation::Inline(Bytes::new()),
+    }
+}
+
+/// Whether `action` applies to a message in `status`.
+fn applies(action: &OperatorAction, m: &Message) -> bool {
+    match action {
+        OperatorAction::Expire { .. } => m.status() == Status::Accepted,
+        OperatorAction::Remove => true,
+        OperatorAction::Redeliver { .. } => {
+            m.message_type == MessageType::Data
+                && matches!(
+                    m.status(),
+                    Status::Acknowledged | Status::Undeliverable | Status::Error
+                )
+        }
+    }
+}
+
+fn redeliver(m: &mut Message, now: DateTime<Utc>, inbox_period: TimeDelta) {
+    m.events.insert(0, Event::new(Status::Accepted, now));
+    m.expires = later(now, inbox_period);
+    m.downloaded = None;
+}
+
+impl SqliteMetaStore {
+    pub(crate) async fn do_act_on_message(
+        &self,
+        id: &str,
+        action: &OperatorAction,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome> {
+        let (id, action, counter) = (id.to_string(), action.clone(), self.seq.clone());
+        let j = job(move |tx| {
+            Box::pin(async move {
+                let Some(mut m) = load_for_update(tx, &id).await? else {
+                    return Ok(Reply::Action(ActionOutcome::NotFound));
+                };
+                if !applies(&action, &m) {
+                    return Ok(Reply::Action(ActionOutcome::NotApplicable(m.status())));
+                }
+                let outcome = match &action {
+                    OperatorAction::Expire {
+                        reason,
+                        report_period,
+                    } => {
+                        let report = expire(
+                            &mut m,
+                            now,
+                            reason,
+                            report_id(now, 0),
+                            later(now, *report_period),
+                        );
+                        save(tx, &m, None).await?;
+                        sqlite_lifecycle::log(tx, Change::Expired, &m, now).await?;
+                        let mut out = ExpiryOutcome {
+                            expired: 1,
+                            reports: 0,
+                        };
+                        if let Some(report) = report {
+                            w_create_message(
+                                tx,
+                                &counter,
+                                &report,
+                                &empty_chunk(),
+                                Change::ReportGenerated,
+                            )
+                            .await?;
+                            out.reports = 1;
+                        }
+                        ActionOutcome::Expired(out)
+                    }
+                    OperatorAction::Remove => {
+                        let chunks =
+                            sqlx::query("SELECT size, blob_key FROM chunks WHERE message_id = ?")
+                                .bind(&id)
+                                .fetch_all(&mut *tx)
+                                .await?;
+                        let (mut bytes, mut blob_keys) = (0u64, Vec::new());
+                        for c in chunks {
+                            bytes += c.try_get::<i64, _>("size")?.max(0) as u64;
+                            if let Some(key) = c.try_get::<Option<String>, _>("blob_key")? {
+                                blob_keys.push(key);
+                            }
+                        }
+                        sqlx::query("DELETE FROM chunks WHERE message_id = ?")
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM messages WHERE id = ?")
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlite_lifecycle::log(tx, Change::Purged, &m, now).await?;
+                        ActionOutcome::Removed { bytes, blob_keys }
+                    }
+                    OperatorAction::Redeliver { inbox_period } => {
+                        redeliver(&mut m, now, *inbox_period);
+                        save(tx, &m, Some(next_seq(&counter))).await?;
+                        sqlite_lifecycle::log(tx, Change::Accepted, &m, now).await?;
+                        ActionOutcome::Redelivered
+                    }
+                };
+                Ok(Reply::Action(outcome))
+            })
+        });
+        match self.writer.write(j).await? {
+            Reply::Action(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn do_search(&self, q: &MessageQuery) -> Result<Vec<Message>> {
+        let mut b = QueryBuilder::<Sqlite>::new("SELECT record FROM messages WHERE 1");
+        if let Some(mb) = &q.mailbox {
+            b.push(" AND (sender_id = ")
+                .push_bind(mb.clone())
+                .push(" OR recipient_id = ")
+                .push_bind(mb.clone())
+                .push(")");
+        }
+        if let Some(wf) = &q.workflow_id {
+            b.push(" AND workflow_id = ").push_bind(wf.clone());
+        }
+        if let Some(st) = q.status {
+            b.push(" AND status = ").push_bind(st.as_str());
+        }
+        if let Some(local) = &q.local_id {
+            b.push(" AND local_id = ").push_bind(local.clone());
+        }
+        if let Some(t) = q.since {
+            b.push(" AND id >= ").push_bind(id_floor(t));
+        }
+        if let Some(t) = q.until {
+            b.push(" AND id < ").push_bind(id_floor(t));
+        }
+        if let Some(before) = &q.before_id {
+            b.push(" AND id < ").push_bind(before.clone());
+        }
+        b.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(q.limit.max(1)));
+        let rows = b.build().fetch_all(&self.reader).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    pub(crate) async fn do_message_log(&self, id: &str) -> Result<Vec<LogEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, change, message_id, sender_id, recipient_id, workflow_id, status \
+             FROM message_log WHERE message_id = ? ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(sqlite_lifecycle::entry).collect()
+    }
+
+    pub(crate) async fn do_inbox_depths(&self, limit: u32) -> Result<Vec<InboxDepth>> {
+        let rows = sqlx::query(
+            "SELECT recipient_id, COUNT(*) AS n, MIN(id) AS oldest FROM messages \
+             WHERE status = 'accepted' GROUP BY recipient_id ORDER BY n DESC, recipient_id \
+             LIMIT ?",
+        )
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let oldest: Option<String> = r.try_get("oldest")?;
+                Ok(InboxDepth {
+                    mailbox: r.try_get("recipient_id")?,
+                    waiting: r.try_get::<i64, _>("n")?.max(0) as u64,
+                    oldest: oldest.as_deref().and_then(id_time),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn do_stats(&self) -> Result<StoreStats> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+            .fetch_all(&self.reader)
+            .await?;
+        let by_status = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("status")?,
+                    r.try_get::<i64, _>("n")?.max(0) as u64,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes: i64 = sqlx::query("SELECT COALESCE(SUM(size), 0) AS b FROM chunks")
+            .fetch_one(&self.reader)
+            .await?
+            .try_get("b")?;
+        Ok(StoreStats {
+            by_status,
+            stored_bytes: bytes.max(0) as u64,
+        })
+    }
+}
+
+impl PgMetaStore {
+    pub(crate) async fn do_act_on_message(
+        &self,
+        id: &str,
+        action: &OperatorAction,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let Some(mut m) = postgres::load_for_update(&mut tx, id).await? else {
+            return Ok(ActionOutcome::NotFound);
+        };
+        if !applies(action, &m) {
+            return Ok(ActionOutcome::NotApplicable(m.status()));
+        }
+        let outcome = match action {
+            OperatorAction::Expire {
+                reason,
+                report_period,
+            } => {
+                let report = expire(
+                    &mut m,
+                    now,
+                    reason,
+                    report_id(now, 0),
+                    later(now, *report_period),
+                );
+                postgres::save(&mut tx, &m, None).await?;
+                let mut log = vec![pg_lifecycle::pending(Change::Expired, &m, now)];
+                let mut out = ExpiryOutcome {
+                    expired: 1,
+                    reports: 0,
+                };
+                if let Some(report) = report {
+                    postgres::insert_message(&mut tx, &report, &empty_chunk()).await?;
+                    log.push(pg_lifecycle::pending(Change::ReportGenerated, &report, now));
+                    out.reports = 1;
+                }
+                pg_lifecycle::append_log(&mut tx, &log).await?;
+                ActionOutcome::Expired(out)
+            }
+            OperatorAction::Remove => {
+                let chunks = sqlx::query("SELECT size, blob_key FROM chunks WHERE message_id = $1")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let (mut bytes, mut blob_keys) = (0u64, Vec::new());
+                for c in chunks {
+                    bytes += c.try_get::<i64, _>("size")?.max(0) as u64;
+                    if let Some(key) = c.try_get::<Option<String>, _>("blob_key")? {
+                        blob_keys.push(key);
+                    }
+                }
+                sqlx::query("DELETE FROM chunks WHERE message_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM messages WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                pg_lifecycle::append_log(
+                    &mut tx,
+                    &[pg_lifecycle::pending(Change::Purged, &m, now)],
+                )
+                .await?;
+                ActionOutcome::Removed { bytes, blob_keys }
+            }
+            OperatorAction::Redeliver { inbox_period } => {
+                redeliver(&mut m, now, *inbox_period);
+                let seq = postgres::next_seq(&mut tx, &m.recipient.mailbox_id).await?;
+                postgres::save(&mut tx, &m, Some(seq)).await?;
+                pg_lifecycle::append_log(
+                    &mut tx,
+                    &[pg_lifecycle::pending(Change::Accepted, &m, now)],
+                )
+                .await?;
+                ActionOutcome::Redelivered
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(crate) async fn do_search(&self, q: &MessageQuery) -> Result<Vec<Message>> {
+        let mut b = QueryBuilder::<Postgres>::new("SELECT record FROM messages WHERE TRUE");
+        if let Some(mb) = &q.mailbox {
+            b.push(" AND (sender_id = ")
+                .push_bind(mb.clone())
+                .push(" OR recipient_id = ")
+                .push_bind(mb.clone())
+                .push(")");
+        }
+        if let Some(wf) = &q.workflow_id {
+            b.push(" AND workflow_id = ").push_bind(wf.clone());
+        }
+        if let Some(st) = q.status {
+            b.push(" AND status = ").push_bind(st.as_str());
+        }
+        if let Some(local) = &q.local_id {
+            b.push(" AND local_id = ").push_bind(local.clone());
+        }
+        if let Some(t) = q.since {
+            b.push(" AND id >= ").push_bind(id_floor(t));
+        }
+        if let Some(t) = q.until {
+            b.push(" AND id < ").push_bind(id_floor(t));
+        }
+        if let Some(before) = &q.before_id {
+            b.push(" AND id < ").push_bind(before.clone());
+        }
+        b.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(q.limit.max(1)));
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    pub(crate) async fn do_message_log(&self, id: &str) -> Result<Vec<LogEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, change, message_id, sender_id, recipient_id, workflow_id, status \
+             FROM message_log WHERE message_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pg_lifecycle::entry).collect()
+    }
+
+    pub(crate) async fn do_inbox_depths(&self, limit: u32) -> Result<Vec<InboxDepth>> {
+        let rows = sqlx::query(
+            "SELECT recipient_id, COUNT(*) AS n, MIN(id) AS oldest FROM messages \
+             WHERE status = 'accepted' GROUP BY recipient_id ORDER BY n DESC, recipient_id \
+             LIMIT $1",
+        )
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let oldest: Option<String> = r.try_get("oldest")?;
+                Ok(InboxDepth {
+                    mailbox: r.try_get("recipient_id")?,
+                    waiting: r.try_get::<i64, _>("n")?.max(0) as u64,
+                    oldest: oldest.as_deref().and_then(id_time),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn do_stats(&self) -> Result<StoreStats> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let by_status = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("status")?,
+                    r.try_get::<i64, _>("n")?.max(0) as u64,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes: i64 = sqlx::query("SELECT COALESCE(SUM(size), 0)::BIGINT AS b FROM chunks")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("b")?;
+        Ok(StoreStats {
+            by_status,
+            stored_bytes: bytes.max(0) as u64,
+        })
+    }
+}
