@@ -94,3 +94,20 @@ pub fn tls_refused(addr: SocketAddr, reason: &str) {
         "TLS handshake refused"
     );
 }
+
+/// A call to the admin API, allowed or refused, with what came of it.
+pub fn admin_call(method: &axum::http::Method, path: &str, outcome: &str) {
+    let refused = outcome.starts_with("refused");
+    metrics::counter!(
+        "mesh_admin_calls_total",
+        "service" => "mesh",
+        "outcome" => if refused { "refused" } else { "allowed" }
+    )
+    .increment(1);
+    let method = crate::metrics::method_label(method);
+    if refused {
+        tracing::warn!(target: "audit", event = "admin_refused", method, path, source = %source(), outcome, "admin API call refused");
+    } else {
+        tracing::info!(target: "audit", event = "admin_call", method, path, source = %source(), outcome, "admin API call");
+    }
+}

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub rate_limit: Option<RateLimit>,
     /// Expiry, retention and the sweep that applies them (API.md 5.7, 5.8).
     pub lifecycle: LifecycleConfig,
+    /// The bearer token of the admin API on the ops listener; `None` turns the admin
+    /// API off. Never logged.
+    pub admin_token: Option<String>,
     /// Echoed by the ping endpoints.
     pub env: String,
     pub build_label: String,
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
                 burst: 1000,
             }),
             lifecycle: LifecycleConfig::default(),
+            admin_token: None,
             env: "local".into(),
             build_label: env!("CARGO_PKG_VERSION").into(),
         }
@@ -149,6 +153,10 @@ impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("shared_key", &"<redacted>")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("sandbox", &self.sandbox)
             .field("clock_window", &self.clock_window)
             .field("replay_check", &self.replay_check)

@@ -237,6 +237,16 @@ impl Directory {
         ids
     }
 
+    /// Every mailbox, in no particular order.
+    pub fn mailboxes(&self) -> impl Iterator<Item = &Mailbox> {
+        self.mailboxes.values()
+    }
+
+    /// Every workflow, in file order.
+    pub fn workflows(&self) -> impl Iterator<Item = &Workflow> {
+        self.workflows.iter()
+    }
+
     pub fn mailbox_count(&self) -> usize {
         self.mailboxes.len()
     }

@@ -18,9 +18,11 @@ pub mod error;
 pub mod handlers;
 pub mod lifecycle;
 pub mod metrics;
+pub mod ops;
 pub mod ratelimit;
 pub mod state;
 pub mod tls;
+pub mod watch;
 
 pub use config::ServerConfig;
 pub use directory::{Directory, DirectorySource};
@@ -60,7 +62,6 @@ pub fn router(state: AppState) -> Router {
     }
     r = r
         .route("/readyz", get(health::ready))
-        .route("/metrics", get(health::metrics))
         .route(
             &format!("{mx}/endpointlookup/{{ods}}/{{workflow}}"),
             get(lookup::endpoint_lookup),
@@ -174,14 +175,38 @@ pub async fn serve_with(
     tls: Option<tls::TlsReloader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let config = state.config().clone();
+    serve_app(listener, router(state), &config, tls, shutdown).await
+}
+
+/// Serves the operations listener ([`ops`]): metrics, health, readiness and the admin
+/// API, plain HTTP, with the same connection limits as the MESH port. `tls` is only the
+/// certificate to reload on request, not served here.
+pub async fn serve_ops(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<tls::TlsReloader>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = state.config().clone();
+    serve_app(listener, ops::router(state, tls), &config, None, shutdown).await
+}
+
+/// The accept loop for any router (the MESH API or the ops listener).
+pub async fn serve_app(
+    listener: TcpListener,
+    app: Router,
+    config: &ServerConfig,
+    tls: Option<tls::TlsReloader>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     use std::sync::Arc;
     use tower::ServiceExt;
 
     metrics::install();
-    let config = state.config().clone();
-    let app = router(state);
+    let config = config.clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     // HTTP/1.1 only: every MESH client speaks it, and sniffing for an HTTP/2 preface
     // would read from a silent connection with no deadline.

@@ -32,6 +32,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// Wakes the lifecycle worker before its next tick (a mailbox was deactivated).
     pub lifecycle_kick: tokio::sync::Notify,
+    /// The data directory's free-space watch and reserve (embedded store only).
+    pub disk: Option<Arc<mesh_store::DiskGuard>>,
 }
 
 impl AppState {
@@ -71,8 +73,42 @@ impl AppState {
                 rates,
                 clock,
                 lifecycle_kick: tokio::sync::Notify::new(),
+                disk: None,
             }),
         })
+    }
+
+    /// Watches the data directory's disk (see [`mesh_store::DiskGuard`]). Call before the
+    /// state is shared.
+    pub fn with_disk_guard(mut self, guard: Arc<mesh_store::DiskGuard>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.disk = Some(guard);
+        }
+        self
+    }
+
+    /// True while the data directory's disk is low: sends are refused.
+    pub fn disk_low(&self) -> bool {
+        self.inner.disk.as_ref().is_some_and(|d| d.is_low())
+    }
+
+    /// Runs a store write; when it fails for lack of space, frees the disk reserve and
+    /// tries once more. Reads and acknowledgements keep working on a full disk this way.
+    pub async fn write_with_reserve<T, F, Fut>(&self, write: F) -> mesh_store::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = mesh_store::Result<T>>,
+    {
+        match write().await {
+            Err(e) if mesh_store::is_disk_full(&e) => match &self.inner.disk {
+                Some(disk) => {
+                    disk.on_full();
+                    write().await
+                }
+                None => Err(e),
+            },
+            other => other,
+        }
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -194,9 +230,15 @@ impl AppState {
             });
             let count = token.nonce_count.parse::<u64>().unwrap_or(u64::MAX);
             let first = self
-                .store()
-                .meta
-                .use_token(&token.mailbox_id, &token.nonce, count, expires_at, now)
+                .write_with_reserve(|| {
+                    self.store().meta.use_token(
+                        &token.mailbox_id,
+                        &token.nonce,
+                        count,
+                        expires_at,
+                        now,
+                    )
+                })
                 .await
                 .map_err(|e| {
                     // The insert may still have committed (a connection lost during

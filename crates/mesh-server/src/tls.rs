@@ -116,6 +116,28 @@ impl TlsReloader {
         Ok(())
     }
 
+    /// When each certificate in use stops being valid (Unix seconds): the server's leaf
+    /// and the earliest of the client CA bundle. Read from the files as loaded; for the
+    /// `mesh_tls_certificate_expiry_seconds` gauge an operator alerts on.
+    pub fn expiries(&self) -> Vec<(&'static str, i64)> {
+        let mut out = Vec::new();
+        if let Some(t) = certs(&self.files.cert)
+            .ok()
+            .and_then(|c| c.first().and_then(not_after))
+        {
+            out.push(("server", t));
+        }
+        if let Some(ca) = &self.files.client_ca {
+            if let Some(t) = certs(ca)
+                .ok()
+                .and_then(|c| c.iter().filter_map(not_after).min())
+            {
+                out.push(("client_ca", t));
+            }
+        }
+        out
+    }
+
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(
             self.current
@@ -131,4 +153,10 @@ pub fn subject_cn(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let cn = parsed.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
+}
+
+/// The end of a certificate's validity, in Unix seconds.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }

@@ -708,7 +708,10 @@ async fn health_readiness_and_metrics_answer() {
         .send("X26ABC2", "TEST_WORKFLOW", "x")
         .await
         .unwrap();
-    let text = reqwest::get(s.url("/metrics"))
+    // Metrics are on the ops listener, not the MESH port.
+    assert_eq!(reqwest::get(s.url("/metrics")).await.unwrap().status(), 404);
+    let ops = s.start_ops().await;
+    let text = reqwest::get(format!("{ops}/metrics"))
         .await
         .unwrap()
         .text()

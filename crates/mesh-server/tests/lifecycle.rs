@@ -181,9 +181,10 @@ async fn an_uncollected_message_expires_and_its_sender_gets_one_report_in_both_v
 
     sender.acknowledge(ndr).await.unwrap();
     assert!(sender.inbox().await.unwrap().is_empty());
+    let ops = s.start_ops().await;
     let metrics = s
         .http()
-        .get(s.url("/metrics"))
+        .get(format!("{ops}/metrics"))
         .send()
         .await
         .unwrap()

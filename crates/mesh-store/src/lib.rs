@@ -7,6 +7,7 @@
 //! *before* the metadata transaction that makes them reachable commits.
 
 mod blob;
+mod disk;
 mod error;
 mod group;
 mod meta;
@@ -19,7 +20,8 @@ mod sqlite_lifecycle;
 mod store;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
-pub use error::StoreError;
+pub use disk::{is_disk_full, DiskGuard, DiskState};
+pub use error::{Result, StoreError};
 pub use meta::{
     AckOutcome, ChunkLocation, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry,
     MetaStore, PurgeOutcome, PurgeSweep, PutChunkOutcome, Side,

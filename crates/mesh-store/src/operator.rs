@@ -78,6 +78,8 @@ pub struct InboxDepth {
 pub struct StoreStats {
     pub by_status: Vec<(String, u64)>,
     pub stored_bytes: u64,
+    /// When the oldest message still waiting in any inbox was sent.
+    pub oldest_waiting: Option<DateTime<Utc>>,
 }
 
 /// A message id's creation time (ids begin `yyyyMMddHHmmssffffff`, API.md 5.1).
@@ -285,9 +287,15 @@ impl SqliteMetaStore {
             .fetch_one(&self.reader)
             .await?
             .try_get("b")?;
+        let oldest: Option<String> =
+            sqlx::query("SELECT MIN(id) AS oldest FROM messages WHERE status = 'accepted'")
+                .fetch_one(&self.reader)
+                .await?
+                .try_get("oldest")?;
         Ok(StoreStats {
             by_status,
             stored_bytes: bytes.max(0) as u64,
+            oldest_waiting: oldest.as_deref().and_then(id_time),
         })
     }
 }
@@ -457,9 +465,15 @@ impl PgMetaStore {
             .fetch_one(&self.pool)
             .await?
             .try_get("b")?;
+        let oldest: Option<String> =
+            sqlx::query("SELECT MIN(id) AS oldest FROM messages WHERE status = 'accepted'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("oldest")?;
         Ok(StoreStats {
             by_status,
             stored_bytes: bytes.max(0) as u64,
+            oldest_waiting: oldest.as_deref().and_then(id_time),
         })
     }
 }

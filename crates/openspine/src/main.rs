@@ -1,6 +1,8 @@
 //! `openspine`: the OpenSpine server binary. Thin on purpose: it reads configuration,
 //! opens the store, and hands over to `mesh-server`.
 
+mod admin;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mesh_server::config::{LifecycleConfig, RateLimit};
@@ -31,6 +33,9 @@ enum Command {
     /// every warning, and exits non-zero on the first error (with its file and line).
     /// Takes the same options and environment variables as `serve`.
     CheckConfig(Box<ServeArgs>),
+    /// Operate a running server through its admin API (its --ops-listen address): find,
+    /// expire, redeliver or remove messages, watch inbox depths, reload.
+    Admin(admin::AdminArgs),
     /// Write a throwaway CA, a server certificate and client certificates (PEM) for
     /// trying mutual TLS locally. Not for production.
     DevCerts(DevCertsArgs),
@@ -208,6 +213,27 @@ struct ServeArgs {
     #[arg(long, env = "OPENSPINE_LIFECYCLE_BATCH", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     lifecycle_batch: u32,
+    /// Serve metrics, health, readiness and the admin API on this address (plain HTTP,
+    /// no client certificate): keep it on loopback or a management network. Off unless
+    /// set; the MESH port does not serve /metrics.
+    #[arg(long, env = "OPENSPINE_OPS_LISTEN")]
+    ops_listen: Option<SocketAddr>,
+    /// A file holding the admin API's bearer token (one line). Without a token, from
+    /// here or OPENSPINE_ADMIN_TOKEN, the admin API is off.
+    #[arg(long, env = "OPENSPINE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// The admin API's bearer token itself (prefer --admin-token-file). Never logged.
+    #[arg(
+        long = "admin-token",
+        env = "OPENSPINE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// MiB of disk the embedded store keeps in reserve (reserve.bin in the data
+    /// directory), given back when the disk runs low so that reads and acknowledgements
+    /// keep working while sends are refused (0: watch free space only).
+    #[arg(long, env = "OPENSPINE_DISK_RESERVE_MIB", default_value_t = 64)]
+    disk_reserve_mib: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OPENSPINE_LOG_JSON", value_parser = boolish())]
     log_json: bool,
@@ -231,6 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::CheckConfig(args) => check_config(&args),
+        Command::Admin(args) => admin::run(args).await,
         Command::DevCerts(args) => {
             let made = mesh_server::devcerts::generate(&args.out, &args.hosts, &args.clients)?;
             println!("CA:          {}", made.ca.display());
@@ -319,6 +346,27 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
     config
 }
 
+/// The admin token from its file or the environment; an empty one is refused rather than
+/// accepted (an empty bearer token would match an empty header).
+fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let token = match (&args.admin_token_file, &args.admin_token) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, Some(t)) => Some(t.trim().to_string()),
+        (None, None) => None,
+    };
+    match token {
+        Some(t) if t.len() < 16 => anyhow::bail!(
+            "the admin token must be at least 16 characters (it guards every message)"
+        ),
+        other => Ok(other),
+    }
+}
+
 fn directory_source(args: &ServeArgs) -> DirectorySource {
     DirectorySource {
         mailboxes: args.mailboxes.clone(),
@@ -374,6 +422,7 @@ fn risky_settings(args: &ServeArgs) -> Vec<String> {
 
 fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
     let config = server_config(args);
+    let admin = admin_token(args)?;
     let directory = mesh_server::Directory::load(&directory_source(args))
         .context("loading mailboxes and workflows")?;
     let tls = load_tls(args)?;
@@ -396,6 +445,16 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
         "mode: {}",
         if config.sandbox { "sandbox" } else { "service" }
     );
+    println!(
+        "ops listener: {}; admin API: {}",
+        args.ops_listen
+            .map_or_else(|| "off".to_string(), |a| a.to_string()),
+        if admin.is_some() {
+            "on"
+        } else {
+            "off (no admin token)"
+        }
+    );
     let mut warnings: Vec<String> = directory.warnings().to_vec();
     warnings.extend(risky_settings(args));
     for w in &warnings {
@@ -414,7 +473,8 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_json);
-    let config = server_config(&args);
+    let mut config = server_config(&args);
+    config.admin_token = admin_token(&args)?;
     for warning in risky_settings(&args) {
         tracing::warn!("{warning}");
     }
@@ -470,7 +530,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.gc_interval_secs.max(1)),
         Duration::from_secs(args.gc_min_age_secs),
     );
-    let state = AppState::new(config, store, source).context("loading mailboxes and workflows")?;
+    let mut state =
+        AppState::new(config, store, source).context("loading mailboxes and workflows")?;
+    if args.database_url.is_none() || args.blob_url.is_none() {
+        let guard = mesh_store::DiskGuard::open(&args.data_dir, args.disk_reserve_mib << 20)
+            .with_context(|| format!("watching the disk of {}", args.data_dir.display()))?;
+        state = state.with_disk_guard(std::sync::Arc::new(guard));
+    }
+    mesh_server::metrics::register_families();
     let directory = state.directory();
     for warning in directory.warnings() {
         tracing::warn!("{warning}");
@@ -481,9 +548,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tls = load_tls(&args)?;
     spawn_reload_on_hangup(state.clone(), tls.clone());
     mesh_server::lifecycle::spawn(state.clone());
+    mesh_server::watch::spawn(state.clone(), tls.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let (ops_stop, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+    let ops_task = match args.ops_listen {
+        Some(addr) => {
+            let ops = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the ops listener {addr}"))?;
+            tracing::info!(
+                ops_listen = %ops.local_addr()?,
+                admin_api = state.config().admin_token.is_some(),
+                "ops listener ready"
+            );
+            Some(tokio::spawn(mesh_server::serve_ops(
+                ops,
+                state.clone(),
+                tls.clone(),
+                async {
+                    let _ = ops_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
         metadata = %metadata,
@@ -496,6 +586,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "MESH server ready"
     );
     mesh_server::serve_with(listener, state, tls, shutdown_signal()).await?;
+    let _ = ops_stop.send(());
+    if let Some(task) = ops_task {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

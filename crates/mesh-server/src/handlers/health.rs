@@ -20,7 +20,17 @@ pub async fn ping(State(state): State<AppState>) -> Response {
 
 /// Readiness: the metadata and payload stores both answer. Load balancers stop sending
 /// traffic on 503, and send it again when the stores are back: nothing here needs a restart.
+///
+/// A low disk is not ready either (sends are refused while it lasts), with its own
+/// reason, though reads and acknowledgements still work.
 pub async fn ready(State(state): State<AppState>) -> Response {
+    if state.disk_low() {
+        return json_typed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            &json!({"status": "degraded", "reason": "disk low: sends refused, reads and acknowledgements work"}),
+        );
+    }
     match state.store().ping().await {
         Ok(()) => json_typed(
             StatusCode::OK,

@@ -218,9 +218,12 @@ pub async fn acknowledge(
     let err = |e| ApiError::new(e, version);
     let outcome = match mesh_protocol::ids::plausible(&message_id) {
         true => state
-            .store()
-            .meta
-            .acknowledge(&message_id, &mailbox, state.now())
+            .write_with_reserve(|| {
+                state
+                    .store()
+                    .meta
+                    .acknowledge(&message_id, &mailbox, state.now())
+            })
             .await
             .map_err(|e| store_error(e, version))?,
         false => AckOutcome::NoSuchMessage,

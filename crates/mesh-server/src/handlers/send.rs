@@ -30,6 +30,19 @@ fn body_stream(body: Body) -> ByteStream {
         .boxed()
 }
 
+/// While the data directory's disk is low, a send would eat the space kept back for reads
+/// and acknowledgements: refused at once, before its body is read, with the MESH 503 that
+/// clients retry later.
+fn refuse_on_low_disk(state: &AppState, mailbox: &str) -> Result<(), MeshError> {
+    if state.disk_low() {
+        metrics::counter!("mesh_sends_refused_total", "service" => "mesh", "reason" => "disk_low")
+            .increment(1);
+        tracing::warn!(mailbox, "send refused: disk low");
+        return Err(MeshError::unavailable());
+    }
+    Ok(())
+}
+
 /// The first bytes of every gzip member: magic number and the deflate method.
 const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
 
@@ -146,6 +159,7 @@ pub async fn send(
     let mailbox = upper(&mailbox);
     let (sender, version) = begin(&state, &headers, &mailbox).await?;
     let err = |e| ApiError::new(e, version);
+    refuse_on_low_disk(&state, &mailbox).map_err(err)?;
     // Byte for byte (`raw`): what the sender put in a Mex header comes back on download.
     let texts: Vec<(String, String)> = headers
         .iter()
@@ -255,6 +269,7 @@ pub async fn upload_chunk(
     let message_id = upper(&message_id);
     let (_, version) = begin(&state, &headers, &mailbox).await?;
     let err = |e| ApiError::new(e, version);
+    refuse_on_low_disk(&state, &mailbox).map_err(err)?;
     let number = super::chunk_number(&chunk_number).map_err(err)?;
     let chunks_error =
         || err(MeshError::invalid_header_chunks().with_message_id(message_id.clone()));

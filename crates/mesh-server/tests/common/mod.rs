@@ -113,6 +113,20 @@ impl TestServer {
         }
     }
 
+    /// Starts the ops listener (metrics, health, admin API) on this server's state and
+    /// returns its base URL. It stops with the test's runtime.
+    pub async fn start_ops(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let _ = mesh_server::serve_ops(listener, state, None, std::future::pending()).await;
+        });
+        base
+    }
+
     pub fn client(&self, mailbox: &str) -> MeshClient {
         MeshClient::new(&self.base, mailbox, "password", KEY)
     }

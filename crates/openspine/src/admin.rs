@@ -1,0 +1,399 @@
+//! `openspine admin …`: the admin API of a running server (its ops listener), from a
+//! shell, as tables for people or JSON for scripts.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The server's ops listener (its --ops-listen address).
+    #[arg(
+        long,
+        env = "OPENSPINE_ADMIN_URL",
+        default_value = "http://127.0.0.1:8701"
+    )]
+    url: String,
+    /// A file holding the admin token.
+    #[arg(long, env = "OPENSPINE_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The admin token (prefer --token-file).
+    #[arg(long, env = "OPENSPINE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// One message by id: its record and every logged change.
+    Message { id: String },
+    /// Search messages, newest first.
+    Search {
+        /// Sender or recipient mailbox.
+        #[arg(long)]
+        mailbox: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        /// uploading, accepted, acknowledged, undeliverable or error.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        local_id: Option<String>,
+        /// Sent at or after (RFC 3339, e.g. 2026-12-04T09:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Sent before (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Continue after this id (the `next` of the previous page).
+        #[arg(long)]
+        before: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Expire a message waiting in an inbox now; its sender gets a non-delivery report.
+    Expire { id: String },
+    /// Put a message that left its inbox (acknowledged, expired, failed) back into it.
+    Redeliver { id: String },
+    /// Delete a message, its record and its payload, for good.
+    Remove { id: String },
+    /// The loaded mailboxes with their waiting messages.
+    Mailboxes,
+    /// The deepest inboxes.
+    Inboxes {
+        #[arg(long, default_value_t = 10)]
+        top: u32,
+    },
+    /// The loaded workflows.
+    Workflows,
+    /// Re-read the mailbox and workflow files and the TLS files (as SIGHUP does).
+    Reload,
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base.trim_end_matches('/'));
+        let response = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .query(query)
+            .send()
+            .await
+            .with_context(|| format!("calling {url} (is the server running with --ops-listen?)"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let why = body["error"].as_str().unwrap_or("no reason given");
+            bail!("{status}: {why}");
+        }
+        Ok(body)
+    }
+}
+
+fn token(args: &AdminArgs) -> anyhow::Result<String> {
+    match (&args.token_file, &args.token) {
+        (Some(path), _) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_string()),
+        (None, Some(t)) => Ok(t.trim().to_string()),
+        (None, None) => {
+            bail!("an admin token is needed: --token-file FILE or OPENSPINE_ADMIN_TOKEN")
+        }
+    }
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let api = Api {
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()?,
+        base: args.url.clone(),
+        token: token(&args)?,
+    };
+    use reqwest::Method;
+    let (body, render): (Value, fn(&Value) -> String) = match &args.command {
+        AdminCommand::Message { id } => (
+            api.call(Method::GET, &format!("/admin/v1/messages/{id}"), &[])
+                .await?,
+            render_message,
+        ),
+        AdminCommand::Search {
+            mailbox,
+            workflow,
+            status,
+            local_id,
+            since,
+            until,
+            before,
+            limit,
+        } => {
+            let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            for (k, v) in [
+                ("mailbox", mailbox),
+                ("workflow", workflow),
+                ("status", status),
+                ("local_id", local_id),
+                ("since", since),
+                ("until", until),
+                ("before", before),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v.clone()));
+                }
+            }
+            (
+                api.call(Method::GET, "/admin/v1/messages", &q).await?,
+                render_search,
+            )
+        }
+        AdminCommand::Expire { id } => (
+            api.call(
+                Method::POST,
+                &format!("/admin/v1/messages/{id}/expire"),
+                &[],
+            )
+            .await?,
+            render_outcome,
+        ),
+        AdminCommand::Redeliver { id } => (
+            api.call(
+                Method::POST,
+                &format!("/admin/v1/messages/{id}/redeliver"),
+                &[],
+            )
+            .await?,
+            render_outcome,
+        ),
+        AdminCommand::Remove { id } => (
+            api.call(Method::DELETE, &format!("/admin/v1/messages/{id}"), &[])
+                .await?,
+            render_outcome,
+        ),
+        AdminCommand::Mailboxes => (
+            api.call(Method::GET, "/admin/v1/mailboxes", &[]).await?,
+            render_mailboxes,
+        ),
+        AdminCommand::Inboxes { top } => (
+            api.call(
+                Method::GET,
+                "/admin/v1/inboxes",
+                &[("top", top.to_string())],
+            )
+            .await?,
+            render_inboxes,
+        ),
+        AdminCommand::Workflows => (
+            api.call(Method::GET, "/admin/v1/workflows", &[]).await?,
+            render_workflows,
+        ),
+        AdminCommand::Reload => (
+            api.call(Method::POST, "/admin/v1/reload", &[]).await?,
+            render_outcome,
+        ),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", render(&body));
+    }
+    Ok(())
+}
+
+/// A value as table text: strings bare, nothing as "-".
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Rows under a header, columns padded to their widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn message_row(m: &Value) -> Vec<String> {
+    vec![
+        cell(&m["message_id"]),
+        cell(&m["status"]),
+        cell(&m["sender"]["mailbox_id"]),
+        cell(&m["recipient"]["mailbox_id"]),
+        cell(&m["workflow_id"]),
+        cell(&m["metadata"]["local_id"]),
+        cell(&m["created"]),
+    ]
+}
+
+const MESSAGE_HEADER: [&str; 7] = [
+    "MESSAGE ID",
+    "STATUS",
+    "FROM",
+    "TO",
+    "WORKFLOW",
+    "LOCAL ID",
+    "SENT",
+];
+
+fn render_message(body: &Value) -> String {
+    let mut out = String::new();
+    let m = &body["message"];
+    if m.is_null() {
+        out.push_str("record: deleted (purged or removed); history below\n");
+    } else {
+        out.push_str(&table(&MESSAGE_HEADER, vec![message_row(m)]));
+        out.push_str(&format!(
+            "type {}  chunks {}  size {}  expires {}  downloaded {}\n",
+            cell(&m["message_type"]),
+            cell(&m["total_chunks"]),
+            cell(&m["file_size"]),
+            cell(&m["expires"]),
+            cell(&m["downloaded"]),
+        ));
+    }
+    out.push_str("\nhistory:\n");
+    let rows = body["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| {
+                    vec![
+                        cell(&e["seq"]),
+                        cell(&e["at"]),
+                        cell(&e["change"]),
+                        cell(&e["status"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(&["SEQ", "AT", "CHANGE", "STATUS"], rows));
+    out
+}
+
+fn render_search(body: &Value) -> String {
+    let rows = body["messages"]
+        .as_array()
+        .map(|ms| ms.iter().map(message_row).collect())
+        .unwrap_or_default();
+    let mut out = table(&MESSAGE_HEADER, rows);
+    if let Some(next) = body["next"].as_str() {
+        out.push_str(&format!("more: --before {next}\n"));
+    }
+    out
+}
+
+fn render_outcome(body: &Value) -> String {
+    let mut parts: Vec<String> = body
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k}: {}", cell(v))).collect())
+        .unwrap_or_default();
+    parts.sort();
+    format!("{}\n", parts.join("\n"))
+}
+
+fn render_mailboxes(body: &Value) -> String {
+    let rows = body["mailboxes"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    vec![
+                        cell(&m["mailbox_id"]),
+                        cell(&m["mailbox_name"]),
+                        cell(&m["ods_code"]),
+                        cell(&m["active"]),
+                        cell(&m["waiting"]),
+                        cell(&m["oldest_waiting_age_secs"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        &[
+            "MAILBOX",
+            "NAME",
+            "ODS",
+            "ACTIVE",
+            "WAITING",
+            "OLDEST AGE (S)",
+        ],
+        rows,
+    )
+}
+
+fn render_inboxes(body: &Value) -> String {
+    let rows = body["inboxes"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    vec![
+                        cell(&m["mailbox_id"]),
+                        cell(&m["waiting"]),
+                        cell(&m["oldest_waiting"]),
+                        cell(&m["oldest_waiting_age_secs"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["MAILBOX", "WAITING", "OLDEST WAITING", "AGE (S)"], rows)
+}
+
+fn render_workflows(body: &Value) -> String {
+    let rows = body["workflows"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .map(|w| {
+                    vec![
+                        cell(&w["workflow_id"]),
+                        cell(&w["senders"]),
+                        cell(&w["receivers"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["WORKFLOW", "SENDERS", "RECEIVERS"], rows)
+}
