@@ -148,10 +148,50 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             state.config().body_idle_timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        // Every log line of a request carries its mailbox and message id (from the span);
+        // failures are logged once, by the error renderer, not again here.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        )
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(conn::finish_unread_body))
         .with_state(state)
+}
+
+/// The span of one request: its method, route and the mailbox and message id its path
+/// names, so that a failure logged anywhere below says whose and which.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let (mailbox, message_id) = path_ids(request.uri().path());
+    tracing::info_span!(
+        "request",
+        method = metrics::method_label(request.method()),
+        mailbox = mailbox.unwrap_or_default(),
+        message_id = message_id.unwrap_or_default(),
+    )
+}
+
+/// The mailbox and message id a MESH path names:
+/// `/messageexchange/{mailbox}/(inbox|outbox)/{message_id}/…`.
+fn path_ids(path: &str) -> (Option<&str>, Option<&str>) {
+    let mut parts = path.split('/').skip(1);
+    if parts.next() != Some("messageexchange") {
+        return (None, None);
+    }
+    let mailbox = parts
+        .next()
+        .filter(|m| {
+            !m.is_empty() && !["_ping", "endpointlookup", "workflowsearch", "admin"].contains(m)
+        })
+        .map(|m| &m[..m.len().min(100)]);
+    let message_id = match parts.next() {
+        Some("inbox") | Some("outbox") => parts
+            .next()
+            .filter(|id| mesh_protocol::ids::plausible(&id.to_ascii_uppercase())),
+        _ => None,
+    };
+    (mailbox, message_id)
 }
 
 /// Serves plain HTTP until `shutdown` resolves, then lets in-flight requests finish.

@@ -100,13 +100,17 @@ impl AppState {
         Fut: std::future::Future<Output = mesh_store::Result<T>>,
     {
         match write().await {
-            Err(e) if mesh_store::is_disk_full(&e) => match &self.inner.disk {
-                Some(disk) => {
-                    disk.on_full();
-                    write().await
+            Err(e) if mesh_store::is_disk_full(&e) => {
+                match &self.inner.disk {
+                    Some(disk) => {
+                        disk.on_full();
+                        metrics::gauge!("mesh_disk_low", "service" => "mesh")
+                            .set(if disk.is_low() { 1.0 } else { 0.0 });
+                        write().await
+                    }
+                    None => Err(e),
                 }
-                None => Err(e),
-            },
+            }
             other => other,
         }
     }

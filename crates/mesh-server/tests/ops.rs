@@ -206,7 +206,10 @@ async fn an_operator_finds_a_message_reads_its_history_and_expires_it() {
     assert_eq!(done["reports"], 1);
     // The recipient no longer has it; the sender has its report.
     let recipient = s.client("X26ABC2");
-    assert_eq!(recipient.inbox().await.unwrap(), std::slice::from_ref(&other));
+    assert_eq!(
+        recipient.inbox().await.unwrap(),
+        std::slice::from_ref(&other)
+    );
     let reports = sender.inbox().await.unwrap();
     assert_eq!(reports.len(), 1);
     let (status, again) = admin(
@@ -253,7 +256,10 @@ async fn an_operator_finds_a_message_reads_its_history_and_expires_it() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{gone}");
-    assert_eq!(recipient.inbox().await.unwrap(), std::slice::from_ref(&other));
+    assert_eq!(
+        recipient.inbox().await.unwrap(),
+        std::slice::from_ref(&other)
+    );
     let (status, after) = admin(
         &ops,
         reqwest::Method::GET,

@@ -188,6 +188,13 @@ async fn download(
         StatusCode::PARTIAL_CONTENT
     };
     metrics::counter!("mesh_chunks_sent_total").increment(1);
+    tracing::info!(
+        message_id = %message.message_id,
+        mailbox = %mailbox,
+        chunk = number,
+        chunks = message.total_chunks,
+        "message downloaded"
+    );
     Ok(with_headers((status, body).into_response(), pairs))
 }
 

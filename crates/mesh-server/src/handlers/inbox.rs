@@ -235,7 +235,8 @@ pub async fn acknowledge(
             return Err(err(MeshError::forbidden()));
         }
         AckOutcome::Acknowledged => {
-            metrics::counter!("mesh_messages_acknowledged_total").increment(1)
+            metrics::counter!("mesh_messages_acknowledged_total").increment(1);
+            tracing::info!(message_id, mailbox, "message acknowledged");
         }
         AckOutcome::Unchanged => {}
     }
