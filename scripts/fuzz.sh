@@ -32,6 +32,15 @@ logs="$root/target/fuzz-logs"
 summary="$root/target/fuzz-summary.json"
 mkdir -p "$logs"
 
+# The fuzz workspace has its own lock file, and a run must not rewrite it (a tracked file
+# changed by the test command). A lock that no longer matches the crates it builds is an
+# error to fix by hand: `(cd fuzz && cargo metadata --format-version 1 >/dev/null)`, then
+# commit fuzz/Cargo.lock. With the lock current, the build below changes nothing.
+if ! (cd fuzz && cargo fetch --locked >/dev/null); then
+    echo "fuzz/Cargo.lock is out of date with the crates it builds: update and commit it" >&2
+    exit 1
+fi
+
 # One build for all targets, so its time is not charged to the first target's run.
 cargo fuzz build --sanitizer none
 
