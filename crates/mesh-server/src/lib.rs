@@ -188,7 +188,7 @@ fn path_ids(path: &str) -> (Option<&str>, Option<&str>) {
     let message_id = match parts.next() {
         Some("inbox") | Some("outbox") => parts
             .next()
-            .filter(|id| mesh_protocol::ids::plausible(&id.to_ascii_uppercase())),
+            .filter(|id| !["rich", "tracking"].contains(id) && mesh_protocol::ids::plausible(id)),
         _ => None,
     };
     (mailbox, message_id)
@@ -364,4 +364,28 @@ pub async fn serve_app(
         tracing::warn!("connections still open after 60 s: closing them");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_ids;
+
+    #[test]
+    fn a_request_span_names_the_mailbox_and_message_of_its_path() {
+        let id = "20261204140224327535_ED4D16";
+        assert_eq!(
+            path_ids(&format!("/messageexchange/X26ABC2/inbox/{id}/2")),
+            (Some("X26ABC2"), Some(id))
+        );
+        assert_eq!(
+            path_ids("/messageexchange/X26ABC1/outbox"),
+            (Some("X26ABC1"), None)
+        );
+        assert_eq!(
+            path_ids("/messageexchange/X26ABC1/inbox/rich"),
+            (Some("X26ABC1"), None)
+        );
+        assert_eq!(path_ids("/messageexchange/_ping"), (None, None));
+        assert_eq!(path_ids("/readyz"), (None, None));
+    }
 }
