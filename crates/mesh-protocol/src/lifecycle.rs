@@ -164,6 +164,10 @@ pub enum Change {
     Purged,
     /// A status set by the sandbox's admin call.
     StatusSet,
+    /// Put back into its recipient's inbox by an operator (admin API).
+    Redelivered,
+    /// Deleted for good by an operator (admin API), unlike `Purged` by retention.
+    Removed,
 }
 
 impl Change {
@@ -177,6 +181,8 @@ impl Change {
             Change::ReportGenerated => "report_generated",
             Change::Purged => "purged",
             Change::StatusSet => "status_set",
+            Change::Redelivered => "redelivered",
+            Change::Removed => "removed",
         }
     }
 
@@ -190,6 +196,8 @@ impl Change {
             "report_generated" => Change::ReportGenerated,
             "purged" => Change::Purged,
             "status_set" => Change::StatusSet,
+            "redelivered" => Change::Redelivered,
+            "removed" => Change::Removed,
             _ => return None,
         })
     }
@@ -291,6 +299,8 @@ mod tests {
             Change::ReportGenerated,
             Change::Purged,
             Change::StatusSet,
+            Change::Redelivered,
+            Change::Removed,
         ] {
             assert_eq!(Change::parse(c.as_str()), Some(c));
         }

@@ -141,4 +141,25 @@ pub fn register_families() {
         metrics::gauge!(name, "service" => svc).set(0.0);
     }
     metrics::gauge!("mesh_open_connections").increment(0.0);
+    metrics::counter!("mesh_inbox_polls_total").increment(0);
+    for reason in [
+        "missing token",
+        "malformed token",
+        "token for another mailbox",
+        "unknown mailbox",
+        "bad hmac",
+        "timestamp outside the clock window",
+        "client certificate not bound to mailbox",
+        "inactive mailbox",
+        "replayed token",
+    ] {
+        metrics::counter!("mesh_auth_refused_total", "reason" => reason).increment(0);
+    }
+    metrics::counter!("mesh_cross_mailbox_total", "reason" => "download of another mailbox's message")
+        .increment(0);
+    // The request families, through one route, so that they exist before any request.
+    let route = "/messageexchange/{mailbox}/inbox";
+    metrics::counter!("mesh_http_requests_total", "method" => "GET", "route" => route, "status" => "200")
+        .increment(0);
+    let _ = metrics::histogram!("mesh_http_request_duration_seconds", "method" => "GET", "route" => route);
 }

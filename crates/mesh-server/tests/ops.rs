@@ -271,7 +271,7 @@ async fn an_operator_finds_a_message_reads_its_history_and_expires_it() {
     assert!(after["message"].is_null());
     assert_eq!(
         after["history"].as_array().unwrap().last().unwrap()["change"],
-        "purged"
+        "removed"
     );
     let (status, _) = admin(
         &ops,

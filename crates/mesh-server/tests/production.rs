@@ -71,28 +71,29 @@ async fn inbox_len(server: &TestServer) -> usize {
 #[tokio::test]
 async fn a_token_replayed_in_its_last_accepted_minute_is_refused_even_after_a_restart() {
     // The token's time has minute precision; the clock check accepts it for the window
-    // plus that minute. The record must live exactly as long.
-    let start = Utc::now()
-        .with_second(0)
-        .unwrap()
-        .with_nanosecond(0)
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(start));
+    // plus that minute. The record must live exactly as long: a token used in that last
+    // minute, then replayed after a restart (whose first request sweeps the records),
+    // was delivered twice.
     let config = ServerConfig::default();
     let window = TimeDelta::from_std(config.clock_window.unwrap()).unwrap();
+    let minute = |t: DateTime<Utc>| t.with_second(0).unwrap().with_nanosecond(0).unwrap();
+    let token_time = minute(Utc::now() - window - TimeDelta::seconds(30));
+    let clock = Arc::new(ManualClock::new(
+        token_time + window + TimeDelta::seconds(30),
+    ));
     let server = TestServer::with_clock(config.clone(), clock.clone(), demo()).await;
-    let auth = token_at("X26ABC1", "boundary-nonce", start);
+    let auth = token_at("X26ABC1", &uuid::Uuid::new_v4().to_string(), token_time);
     let first = send_with_token(&server, &auth, b"once").await;
-    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    assert_eq!(first.status(), StatusCode::ACCEPTED, "in its last minute");
 
-    // The last second the clock check accepts the token.
-    let last = start + window + TimeDelta::minutes(1);
-    clock.set(last);
+    // A restart: the first request after it sweeps expired records.
+    let dir = server.stop().await;
+    let server = TestServer::with_clock_in(dir, config.clone(), clock.clone(), demo()).await;
     let replay = send_with_token(&server, &auth, b"once").await;
     assert_eq!(
         replay.status(),
         StatusCode::FORBIDDEN,
-        "replayed at the boundary"
+        "replayed after a restart"
     );
     let body: Value = replay.json().await.unwrap();
     assert!(
@@ -100,13 +101,16 @@ async fn a_token_replayed_in_its_last_accepted_minute_is_refused_even_after_a_re
             .contains("Error Duplicated Authentication Token"),
         "{body}"
     );
-    assert_eq!(inbox_len(&server).await, 1);
 
-    // The same moment after a restart: the record was neither swept nor forgotten.
-    let dir = server.stop().await;
-    let server = TestServer::with_clock_in(dir, config.clone(), clock.clone(), demo()).await;
+    // The last second the clock check accepts the token: still refused as a replay.
+    let last = token_time + window + TimeDelta::minutes(1);
+    clock.set(last);
     let replay = send_with_token(&server, &auth, b"once").await;
-    assert_eq!(replay.status(), StatusCode::FORBIDDEN, "after a restart");
+    assert_eq!(
+        replay.status(),
+        StatusCode::FORBIDDEN,
+        "replayed at the boundary"
+    );
     let body: Value = replay.json().await.unwrap();
     assert!(body
         .to_string()
@@ -122,7 +126,7 @@ async fn a_token_replayed_in_its_last_accepted_minute_is_refused_even_after_a_re
             .contains("Invalid Authentication Token: timestamp outside the allowed window"),
         "{body}"
     );
-    clock.set(start + TimeDelta::minutes(1));
+    clock.set(Utc::now());
     assert_eq!(inbox_len(&server).await, 1, "delivered exactly once");
 }
 

@@ -113,6 +113,9 @@ fn applies(action: &OperatorAction, m: &Message) -> bool {
 }
 
 fn redeliver(m: &mut Message, now: DateTime<Utc>, inbox_period: TimeDelta) {
+    // The failure that took it out of the inbox no longer describes it: downloads and
+    // tracking would otherwise still say ERROR. The event log keeps that history.
+    m.events.retain(|e| !e.status.is_failure());
     m.events.insert(0, Event::new(Status::Accepted, now));
     m.expires = later(now, inbox_period);
     m.downloaded = None;
@@ -186,13 +189,13 @@ impl SqliteMetaStore {
                             .bind(&id)
                             .execute(&mut *tx)
                             .await?;
-                        sqlite_lifecycle::log(tx, Change::Purged, &m, now).await?;
+                        sqlite_lifecycle::log(tx, Change::Removed, &m, now).await?;
                         ActionOutcome::Removed { bytes, blob_keys }
                     }
                     OperatorAction::Redeliver { inbox_period } => {
                         redeliver(&mut m, now, *inbox_period);
                         save(tx, &m, Some(next_seq(&counter))).await?;
-                        sqlite_lifecycle::log(tx, Change::Accepted, &m, now).await?;
+                        sqlite_lifecycle::log(tx, Change::Redelivered, &m, now).await?;
                         ActionOutcome::Redelivered
                     }
                 };
@@ -362,7 +365,7 @@ impl PgMetaStore {
                     .await?;
                 pg_lifecycle::append_log(
                     &mut tx,
-                    &[pg_lifecycle::pending(Change::Purged, &m, now)],
+                    &[pg_lifecycle::pending(Change::Removed, &m, now)],
                 )
                 .await?;
                 ActionOutcome::Removed { bytes, blob_keys }
@@ -373,7 +376,7 @@ impl PgMetaStore {
                 postgres::save(&mut tx, &m, Some(seq)).await?;
                 pg_lifecycle::append_log(
                     &mut tx,
-                    &[pg_lifecycle::pending(Change::Accepted, &m, now)],
+                    &[pg_lifecycle::pending(Change::Redelivered, &m, now)],
                 )
                 .await?;
                 ActionOutcome::Redelivered

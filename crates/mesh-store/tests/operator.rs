@@ -81,6 +81,14 @@ async fn an_operator_expires_redelivers_and_removes_messages_on_both_backends() 
             "{}: redelivered last",
             b.name
         );
+        let m = s.meta.message(&a).await.unwrap().unwrap();
+        assert_eq!(m.status(), Status::Accepted, "{}", b.name);
+        assert!(
+            m.is_success(),
+            "{}: no trace of the failure in its status",
+            b.name
+        );
+        assert!(m.failure_event().is_none(), "{}", b.name);
         assert_eq!(
             s.act_on_message(&c, &back, now).await.unwrap(),
             ActionOutcome::NotApplicable(Status::Accepted),
@@ -137,7 +145,7 @@ async fn an_operator_expires_redelivers_and_removes_messages_on_both_backends() 
             .collect();
         assert_eq!(
             changes,
-            [Change::Accepted, Change::Expired, Change::Accepted],
+            [Change::Accepted, Change::Expired, Change::Redelivered],
             "{}",
             b.name
         );
@@ -149,7 +157,7 @@ async fn an_operator_expires_redelivers_and_removes_messages_on_both_backends() 
             .iter()
             .map(|e| e.change)
             .collect();
-        assert_eq!(gone, [Change::Accepted, Change::Purged], "{}", b.name);
+        assert_eq!(gone, [Change::Accepted, Change::Removed], "{}", b.name);
     }
 }
 

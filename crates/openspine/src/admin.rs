@@ -120,6 +120,16 @@ fn token(args: &AdminArgs) -> anyhow::Result<String> {
     }
 }
 
+/// A message id as the path needs it: only the characters ids have, so that nothing typed
+/// (`../mailboxes`, `ID/../OTHER`) can reach another endpoint.
+fn message_id(id: &str) -> anyhow::Result<String> {
+    let id = id.trim().to_ascii_uppercase();
+    if !mesh_protocol::ids::plausible(&id) {
+        bail!("{id:?} is not a message id (letters, digits, _ and - only)");
+    }
+    Ok(id)
+}
+
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let api = Api {
         http: reqwest::Client::builder()
@@ -131,8 +141,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     use reqwest::Method;
     let (body, render): (Value, fn(&Value) -> String) = match &args.command {
         AdminCommand::Message { id } => (
-            api.call(Method::GET, &format!("/admin/v1/messages/{id}"), &[])
-                .await?,
+            api.call(
+                Method::GET,
+                &format!("/admin/v1/messages/{}", message_id(id)?),
+                &[],
+            )
+            .await?,
             render_message,
         ),
         AdminCommand::Search {
@@ -167,7 +181,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Expire { id } => (
             api.call(
                 Method::POST,
-                &format!("/admin/v1/messages/{id}/expire"),
+                &format!("/admin/v1/messages/{}/expire", message_id(id)?),
                 &[],
             )
             .await?,
@@ -176,15 +190,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Redeliver { id } => (
             api.call(
                 Method::POST,
-                &format!("/admin/v1/messages/{id}/redeliver"),
+                &format!("/admin/v1/messages/{}/redeliver", message_id(id)?),
                 &[],
             )
             .await?,
             render_outcome,
         ),
         AdminCommand::Remove { id } => (
-            api.call(Method::DELETE, &format!("/admin/v1/messages/{id}"), &[])
-                .await?,
+            api.call(
+                Method::DELETE,
+                &format!("/admin/v1/messages/{}", message_id(id)?),
+                &[],
+            )
+            .await?,
             render_outcome,
         ),
         AdminCommand::Mailboxes => (
@@ -223,6 +241,7 @@ fn cell(v: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) if s.is_empty() => "-".into(),
         Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".into(),
         Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }

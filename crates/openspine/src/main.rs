@@ -642,6 +642,8 @@ fn spawn_reload_on_hangup(state: AppState, tls: Option<TlsReloader>) {
                 match tls.reload() {
                     Ok(()) => tracing::info!("TLS certificate and key reloaded"),
                     Err(e) => {
+                        metrics::counter!("mesh_reload_errors_total", "service" => "mesh", "what" => "tls")
+                            .increment(1);
                         tracing::error!(error = %e, "TLS reload failed: keeping the previous certificate")
                     }
                 }
@@ -649,6 +651,8 @@ fn spawn_reload_on_hangup(state: AppState, tls: Option<TlsReloader>) {
             match state.reload_directory() {
                 Ok(()) => tracing::info!("mailboxes and workflows reloaded"),
                 Err(e) => {
+                    metrics::counter!("mesh_reload_errors_total", "service" => "mesh", "what" => "directory")
+                        .increment(1);
                     tracing::error!(error = %e, "directory reload failed: keeping the previous one")
                 }
             }

@@ -70,13 +70,25 @@ fn text(out: &Output) -> String {
 fn a_second_server_on_one_data_directory_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, port) = serve(dir.path(), &[]);
-    let out = bin()
+    let mut second = bin()
         .args(["serve", "--demo", "--listen"])
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--data-dir")
         .arg(dir.path())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // It must give up at once; one still running after ten seconds is serving.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second server started on a data directory already in use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = second.wait_with_output().unwrap();
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -212,6 +212,20 @@ async fn payload_lost(
     chunk: u32,
 ) {
     ::metrics::counter!("mesh_payloads_lost_total", "service" => "mesh").increment(1);
+    let action = mesh_store::OperatorAction::Expire {
+        reason: mesh_protocol::lifecycle::ExpiryReason::PayloadLost,
+        report_period: state.config().lifecycle.inbox_period(),
+    };
+    let done = state
+        .store()
+        .act_on_message(&message.message_id, &action, state.now())
+        .await;
+    let outcome = match &done {
+        Ok(mesh_store::ActionOutcome::Expired(_)) => "message made undeliverable, sender notified",
+        // Already acknowledged (a download after the acknowledgement): nothing to change.
+        Ok(_) => "message left as it is",
+        Err(_) => "could not mark the message undeliverable",
+    };
     tracing::error!(
         target: "audit",
         event = "payload_lost",
@@ -219,23 +233,11 @@ async fn payload_lost(
         mailbox,
         sender = %message.sender.mailbox_id,
         chunk,
-        "payload of a message waiting in an inbox is missing: message made undeliverable"
+        status = message.status().as_str(),
+        outcome,
+        error = done.as_ref().err().map(|e| e.to_string()),
+        "payload of a message is missing"
     );
-    let action = mesh_store::OperatorAction::Expire {
-        reason: mesh_protocol::lifecycle::ExpiryReason::PayloadLost,
-        report_period: state.config().lifecycle.inbox_period(),
-    };
-    if let Err(e) = state
-        .store()
-        .act_on_message(&message.message_id, &action, state.now())
-        .await
-    {
-        tracing::error!(
-            message_id = %message.message_id,
-            error = %e,
-            "could not mark a message with a lost payload undeliverable"
-        );
-    }
 }
 
 /// How long a first download waits for its record before answering anyway.
