@@ -5,12 +5,14 @@
 # nhs-mesh-client (plain and mutual TLS), the NHS sandbox's own
 # packaged test suite over HTTP, the kill -9 crash
 # test, the 1 GiB memory test, the three-node cluster test (kill -9 and rolling restart),
-# the PostgreSQL outage test, the lifecycle test (kill -9 mid-sweep, two nodes sweeping), a short run of the side-by-side benchmark so it cannot rot,
+# the PostgreSQL outage test, the lifecycle test (kill -9 mid-sweep, two nodes sweeping),
+# the admin test (the operator's CLI and ops listener: embedded, two nodes on PostgreSQL + S3,
+# mutual TLS), the full-disk test (a tmpfs it mounts), a short run of the side-by-side benchmark so it cannot rot,
 # and a minute of fuzzing per parser. It installs and starts what it needs: a Python venv in
 # .venv, a throwaway PostgreSQL and Garage (scripts/services.sh), the sandbox in target/.
 #
 #   bash scripts/test.sh            # everything
-#   QUICK=1 bash scripts/test.sh    # skip the crash, memory, cluster, outage, lifecycle, benchmark and fuzz runs
+#   QUICK=1 bash scripts/test.sh    # skip the crash, memory, cluster, outage, lifecycle, admin, disk, benchmark and fuzz runs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -142,6 +144,26 @@ if [ -x "$bin" ] && run "python venv" need_python; then
         failures+=("lifecycle test $scenario: no PostgreSQL"); failed=$((failed + 1))
       fi
     done
+    # The operator's tools: `openspine admin` and the ops listener (embedded store, two nodes
+    # on PostgreSQL + S3, a mutual-TLS MESH port).
+    for scenario in sqlite postgres mtls; do
+      backend=()
+      if [ "$scenario" = postgres ]; then
+        if [ "$shared" -ne 1 ] || ! db=$(pg_createdb "admin_$RANDOM$RANDOM"); then
+          failures+=("admin test $scenario: no PostgreSQL"); failed=$((failed + 1)); continue
+        fi
+        backend=(--database-url "$db" --blob-url "$OPENSPINE_TEST_BLOB_URL/admin-$RANDOM"
+                 --s3-endpoint "$OPENSPINE_TEST_S3_ENDPOINT" --s3-region "$OPENSPINE_TEST_S3_REGION")
+      fi
+      if run "admin test: $scenario" .venv/bin/python tests/system/admin_test.py \
+          --bin "$bin" --scenario "$scenario" "${backend[@]}"; then
+        passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    done
+    # A full disk: a small tmpfs the test mounts (root, or passwordless sudo), filled
+    # beside the store.
+    if run "disk full test: reads and acknowledgements on a full tmpfs" \
+        .venv/bin/python tests/system/disk_full_test.py --bin "$bin"; then
+      passed=$((passed + 1)); else failed=$((failed + 1)); fi
     # The benchmark's quick mode writes to a scratch directory, not bench/results.
     if run "benchmark quick mode: openspine vs mesh-sandbox" env QUICK=1 OUT_DIR="$log_dir/bench" bash bench/compare.sh; then
       passed=$((passed + 1)); else failed=$((failed + 1)); fi
