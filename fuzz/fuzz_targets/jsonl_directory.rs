@@ -3,9 +3,9 @@
 //! whole input is the mailboxes file), so seeds stay readable JSONL.
 //!
 //! Properties: loading never panics. When it fails, it names the first line that breaks a
-//! rule, in the right file, and every line before it is valid. When it succeeds, every
-//! line's mailbox or workflow is there under its normalised id with the last line winning,
-//! the counts are the distinct ids, `receivers` lists known mailboxes in workflow order,
+//! rule (unreadable, a blank id, or an id already defined in that file), in the right file,
+//! and every line before it is valid. When it succeeds, every line's mailbox or workflow is
+//! there under its normalised id, the counts are the lines, `receivers` lists known mailboxes in workflow order,
 //! and writing the loaded mailboxes and workflows back out loads the same directory.
 #![no_main]
 
@@ -20,31 +20,43 @@ fuzz_target!(|data: &[u8]| {
     match Directory::from_jsonl(mailboxes, workflows) {
         Ok(dir) => check_loaded(&dir, mailboxes, workflows),
         Err(DirectoryError::Line { path, line, .. }) => {
-            let (file, rules): (&str, fn(&str) -> bool) = if path.to_str() == Some("<mailboxes>") {
-                (mailboxes, |l| mailbox_line(l).is_some())
+            let first = if path.to_str() == Some("<mailboxes>") {
+                first_bad(mailboxes, mailbox_id)
             } else {
                 assert_eq!(path.to_str(), Some("<workflows>"));
-                assert!(mailboxes.lines().all(|l| blank_or(l, mailbox_line)));
-                (workflows, |l| workflow_line(l).is_some())
+                assert_eq!(first_bad(mailboxes, mailbox_id), None);
+                first_bad(workflows, workflow_id)
             };
-            let lines: Vec<&str> = file.lines().collect();
-            assert!(
-                line >= 1 && line <= lines.len(),
-                "line {line} of {}",
-                lines.len()
-            );
-            assert!(!lines[line - 1].trim().is_empty());
-            assert!(!rules(lines[line - 1]));
-            assert!(lines[..line - 1]
-                .iter()
-                .all(|l| l.trim().is_empty() || rules(l)));
+            assert_eq!(first, Some(line), "the first line that breaks a rule");
         }
         Err(e @ DirectoryError::Read { .. }) => panic!("no file was read: {e}"),
     }
 });
 
-fn blank_or<T>(line: &str, parse: fn(&str) -> Option<T>) -> bool {
-    line.trim().is_empty() || parse(line).is_some()
+/// The number of the first non-blank line that the loader must refuse: unreadable, a
+/// blank id, or an id (normalised) that an earlier line of the same file defined.
+fn first_bad(file: &str, id: fn(&str) -> Option<String>) -> Option<usize> {
+    let mut seen = HashSet::new();
+    for (i, line) in file.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match id(line) {
+            Some(id) if !seen.contains(&id) => {
+                seen.insert(id);
+            }
+            _ => return Some(i + 1),
+        }
+    }
+    None
+}
+
+fn mailbox_id(line: &str) -> Option<String> {
+    mailbox_line(line).map(|m| m.mailbox_id.trim().to_ascii_uppercase())
+}
+
+fn workflow_id(line: &str) -> Option<String> {
+    workflow_line(line).map(|w| w.workflow_id.trim().to_string())
 }
 
 /// A mailbox line as the loader must read it: JSON, with an id that is not blank.
