@@ -140,6 +140,9 @@ pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
 struct Tracked {
     inner: Option<Body>,
     slot: Arc<Mutex<Option<Body>>>,
+    /// The body ended (or failed): read to the end, whatever `is_end_stream` says. A
+    /// chunked body never says it ended until its last frame has been polled.
+    done: bool,
 }
 
 impl HttpBody for Tracked {
@@ -150,10 +153,15 @@ impl HttpBody for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.get_mut().inner.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
+        let this = self.get_mut();
+        let Some(body) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.done = true;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -171,7 +179,7 @@ impl HttpBody for Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some(body) = self.inner.take() {
-            if !body.is_end_stream() {
+            if !self.done && !body.is_end_stream() {
                 if let Ok(mut slot) = self.slot.lock() {
                     *slot = Some(body);
                 }
@@ -199,6 +207,7 @@ pub async fn finish_unread_body(request: Request, next: Next) -> Response {
     let tracked = Tracked {
         inner: Some(body),
         slot: slot.clone(),
+        done: false,
     };
     let mut response = next
         .run(Request::from_parts(parts, Body::new(tracked)))

@@ -184,7 +184,8 @@ fn path_ids(path: &str) -> (Option<&str>, Option<&str>) {
         .filter(|m| {
             !m.is_empty() && !["_ping", "endpointlookup", "workflowsearch", "admin"].contains(m)
         })
-        .map(|m| &m[..m.len().min(100)]);
+        // At most 100 characters, cut at a character boundary (paths may hold UTF-8).
+        .map(|m| m.char_indices().nth(100).map_or(m, |(i, _)| &m[..i]));
     let message_id = match parts.next() {
         Some("inbox") | Some("outbox") => parts
             .next()
@@ -386,6 +387,9 @@ mod tests {
             (Some("X26ABC1"), None)
         );
         assert_eq!(path_ids("/messageexchange/_ping"), (None, None));
+        // A long mailbox segment with a multi-byte character at the cut: no panic.
+        let long = format!("/messageexchange/{}é/inbox", "a".repeat(99));
+        assert_eq!(path_ids(&long).0.map(|m| m.chars().count()), Some(100));
         assert_eq!(path_ids("/readyz"), (None, None));
     }
 }

@@ -329,10 +329,9 @@ async fn remove(State(state): State<OpsState>, Path(id): Path<String>) -> Respon
 /// `GET /admin/v1/mailboxes`: every loaded mailbox with its waiting messages.
 async fn mailboxes(State(state): State<OpsState>) -> Response {
     let directory = state.app.directory();
-    let limit = u32::try_from(directory.mailbox_count())
-        .unwrap_or(u32::MAX)
-        .max(1);
-    let depths = match state.app.store().meta.inbox_depths(limit).await {
+    // Every inbox with waiting messages (one row per recipient): ranked by depth, a
+    // deconfigured mailbox's deep inbox could otherwise push a configured one out.
+    let depths = match state.app.store().meta.inbox_depths(u32::MAX).await {
         Ok(d) => d,
         Err(e) => return store_failure(e),
     };

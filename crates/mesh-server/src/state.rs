@@ -103,7 +103,8 @@ impl AppState {
             Err(e) if mesh_store::is_disk_full(&e) => {
                 match &self.inner.disk {
                     Some(disk) => {
-                        disk.on_full();
+                        let guard = disk.clone();
+                        let _ = tokio::task::spawn_blocking(move || guard.on_full()).await;
                         metrics::gauge!("mesh_disk_low", "service" => "mesh")
                             .set(if disk.is_low() { 1.0 } else { 0.0 });
                         write().await

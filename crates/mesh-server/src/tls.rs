@@ -97,14 +97,19 @@ pub fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
 pub struct TlsReloader {
     files: Arc<TlsFiles>,
     current: Arc<RwLock<Arc<ServerConfig>>>,
+    /// The validity ends of the certificates in use, read when they were loaded: the
+    /// files may already hold newer ones that failed to load.
+    in_use: Arc<RwLock<Vec<(&'static str, i64)>>>,
 }
 
 impl TlsReloader {
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
         let config = build(&files)?;
+        let in_use = read_expiries(&files);
         Ok(TlsReloader {
             files: Arc::new(files),
             current: Arc::new(RwLock::new(Arc::new(config))),
+            in_use: Arc::new(RwLock::new(in_use)),
         })
     }
 
@@ -112,30 +117,20 @@ impl TlsReloader {
     /// half-copied certificate never takes the service down.
     pub fn reload(&self) -> Result<(), TlsError> {
         let fresh = build(&self.files)?;
+        let expiries = read_expiries(&self.files);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        *self.in_use.write().unwrap_or_else(|p| p.into_inner()) = expiries;
         Ok(())
     }
 
     /// When each certificate in use stops being valid (Unix seconds): the server's leaf
-    /// and the earliest of the client CA bundle. Read from the files as loaded; for the
-    /// `mesh_tls_certificate_expiry_seconds` gauge an operator alerts on.
+    /// and the earliest of the client CA bundle, as loaded (not as the files now say).
+    /// For the `mesh_tls_certificate_expiry_seconds` gauge an operator alerts on.
     pub fn expiries(&self) -> Vec<(&'static str, i64)> {
-        let mut out = Vec::new();
-        if let Some(t) = certs(&self.files.cert)
-            .ok()
-            .and_then(|c| c.first().and_then(not_after))
-        {
-            out.push(("server", t));
-        }
-        if let Some(ca) = &self.files.client_ca {
-            if let Some(t) = certs(ca)
-                .ok()
-                .and_then(|c| c.iter().filter_map(not_after).min())
-            {
-                out.push(("client_ca", t));
-            }
-        }
-        out
+        self.in_use
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {
@@ -153,6 +148,25 @@ pub fn subject_cn(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let cn = parsed.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
+}
+
+fn read_expiries(files: &TlsFiles) -> Vec<(&'static str, i64)> {
+    let mut out = Vec::new();
+    if let Some(t) = certs(&files.cert)
+        .ok()
+        .and_then(|c| c.first().and_then(not_after))
+    {
+        out.push(("server", t));
+    }
+    if let Some(ca) = &files.client_ca {
+        if let Some(t) = certs(ca)
+            .ok()
+            .and_then(|c| c.iter().filter_map(not_after).min())
+        {
+            out.push(("client_ca", t));
+        }
+    }
+    out
 }
 
 /// The end of a certificate's validity, in Unix seconds.

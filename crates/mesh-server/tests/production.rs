@@ -326,6 +326,35 @@ async fn an_early_refusal_says_connection_close_and_lets_the_client_finish_its_b
 }
 
 #[tokio::test]
+async fn a_chunked_body_read_to_its_end_keeps_the_connection_open() {
+    // The official client sends compressed bodies with Transfer-Encoding: chunked; once
+    // such a body is read to its end, the answer must not close the connection.
+    let server = TestServer::realistic().await;
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    let head = format!(
+        "POST /messageexchange/X26ABC1/outbox HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\
+         mex-to: X26ABC2\r\nmex-workflowid: TEST_WORKFLOW\r\ntransfer-encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        fresh_token("X26ABC1")
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 202"), "{text}");
+    assert!(!text.contains("connection: close"), "{text}");
+    assert_eq!(inbox_len(&server).await, 1);
+}
+
+#[tokio::test]
 async fn a_keep_alive_client_carries_on_after_a_refused_send() {
     // The same pooled connection (reqwest keeps it alive) is used for the next request.
     let server = TestServer::realistic().await;

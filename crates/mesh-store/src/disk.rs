@@ -60,7 +60,14 @@ impl DiskGuard {
             free: AtomicU64::new(u64::MAX),
             checking: Mutex::new(()),
         };
-        guard.check()?;
+        let state = guard.check()?;
+        if state.low {
+            tracing::error!(
+                free = state.free,
+                reserve = reserve,
+                "disk low at start: sends refused until space is freed"
+            );
+        }
         Ok(guard)
     }
 
@@ -90,7 +97,9 @@ impl DiskGuard {
         let low = if self.reserve == 0 {
             // No reserve: only the watch, with a megabyte as the floor.
             available < (1 << 20)
-        } else if self.reserve_on_disk() >= self.reserve {
+        } else if self.reserve_on_disk() > 0 {
+            // Any reserve file on disk (even one written for a smaller reserve) is given
+            // back when space runs short.
             if available < self.reserve {
                 match std::fs::remove_file(self.reserve_path()) {
                     Ok(()) => tracing::error!(
@@ -102,6 +111,9 @@ impl DiskGuard {
                 }
                 available = self.available()?;
                 true
+            } else if self.reserve_on_disk() < self.reserve {
+                // A smaller reserve than configured: grow it when there is room twice over.
+                self.replace_reserve(available)
             } else {
                 false
             }
@@ -137,11 +149,32 @@ impl DiskGuard {
         })
     }
 
+    /// Writes a reserve of the configured size over a smaller one, when there is room;
+    /// returns whether the disk is still low.
+    fn replace_reserve(&self, available: u64) -> bool {
+        if available <= self.reserve.saturating_mul(2) {
+            return false;
+        }
+        if let Err(e) = self.write_reserve() {
+            tracing::warn!(error = %e, "could not grow the disk reserve");
+        }
+        false
+    }
+
     fn write_reserve(&self) -> std::io::Result<()> {
         let path = self.reserve_path();
         let tmp = self.dir.join(RESERVE_TMP);
         let mut f = std::fs::File::create(&tmp)?;
-        let block = vec![0u8; 1 << 20];
+        // Not zeros: a file system that compresses (ZFS, btrfs) would store zeros in
+        // almost no space, and deleting the file would free almost nothing.
+        let mut block = vec![0u8; 1 << 20];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+        for word in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
         let mut left = self.reserve;
         while left > 0 {
             let n = left.min(block.len() as u64) as usize;
@@ -153,11 +186,21 @@ impl DiskGuard {
         Ok(())
     }
 
-    /// A write failed for lack of space: free the reserve now rather than at the next
-    /// check, so that the retry has room.
+    /// A write failed for lack of space: the disk is low whatever free space says (it
+    /// may have run out of inodes, or of blocks the root user keeps back). Frees the
+    /// reserve now rather than at the next check, so that the retry has room. Blocking
+    /// file-system calls: run it off the async threads.
     pub fn on_full(&self) {
-        if let Err(e) = self.check() {
-            tracing::warn!(error = %e, "disk check failed");
+        let _one = self.checking.lock().unwrap_or_else(|p| p.into_inner());
+        self.low.store(true, Ordering::Relaxed);
+        if self.reserve_on_disk() > 0 {
+            match std::fs::remove_file(self.reserve_path()) {
+                Ok(()) => tracing::error!(
+                    "a write failed for lack of space: reserve freed for reads and \
+                     acknowledgements; sends refused"
+                ),
+                Err(e) => tracing::error!(error = %e, "could not free the disk reserve"),
+            }
         }
     }
 
@@ -185,5 +228,52 @@ pub fn is_disk_full(e: &crate::StoreError) -> bool {
         E::Blob(b) => text_says(&b.to_string()),
         E::Commit(s) => text_says(s),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_is_written_given_back_on_a_failed_write_and_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = DiskGuard::open(dir.path(), 1 << 20).unwrap();
+        let reserve = dir.path().join(DiskGuard::RESERVE_FILE);
+        assert!(!guard.is_low());
+        let bytes = std::fs::read(&reserve).unwrap();
+        assert_eq!(bytes.len(), 1 << 20);
+        assert!(
+            bytes.iter().any(|b| *b != 0),
+            "filler a compressing file system cannot shrink"
+        );
+
+        // A write failed for lack of space: low at once, the reserve given back.
+        guard.on_full();
+        assert!(guard.is_low());
+        assert!(!reserve.exists());
+        // The next look finds room twice over: the reserve is back and so are sends.
+        let state = guard.check().unwrap();
+        assert!(!state.low);
+        assert_eq!(state.reserve_on_disk, 1 << 20);
+    }
+
+    #[test]
+    fn a_reserve_larger_than_the_free_space_means_low_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = DiskGuard::open(dir.path(), u64::MAX / 4).unwrap();
+        assert!(guard.is_low());
+        assert!(!dir.path().join(DiskGuard::RESERVE_FILE).exists());
+        assert!(guard.free_bytes() > 0);
+    }
+
+    #[test]
+    fn disk_full_errors_are_recognised() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert!(is_disk_full(&crate::StoreError::Io(io)));
+        assert!(is_disk_full(&crate::StoreError::Commit(
+            "error returned from database: (code: 13) database or disk is full".into()
+        )));
+        assert!(!is_disk_full(&crate::StoreError::Commit("timeout".into())));
     }
 }

@@ -110,7 +110,7 @@ impl PgMetaStore {
         // The caller's clock, not the database's: a record lives exactly as long as the
         // clock check that reads it would accept its token.
         sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
-            .bind(clock_now)
+            .bind(clock_now - chrono::TimeDelta::seconds(crate::sqlite::TOKEN_SWEEP_MARGIN_SECS))
             .execute(&self.pool)
             .await?;
         sqlx::query("DELETE FROM rate_windows WHERE window_start < $1")

@@ -132,7 +132,10 @@ fn message_id(id: &str) -> anyhow::Result<String> {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let api = Api {
+        // Never through a proxy from the environment: the ops listener is local or on a
+        // management network, and the bearer token must not go to a third party.
         http: reqwest::Client::builder()
+            .no_proxy()
             .timeout(std::time::Duration::from_secs(60))
             .build()?,
         base: args.url.clone(),

@@ -94,8 +94,13 @@ async fn download(
     let mut stream = match store.read_chunk(&record).await {
         Ok(stream) => stream,
         Err(e) if e.is_not_found() => {
-            payload_lost(&state, &message, &mailbox, number).await;
-            return Err(err(MeshError::gone()));
+            return Err(err(
+                if payload_lost(&state, &message, &mailbox, number).await {
+                    MeshError::gone()
+                } else {
+                    MeshError::unavailable()
+                },
+            ));
         }
         Err(e) => return Err(store_error(e, version)),
     };
@@ -205,12 +210,28 @@ async fn download(
 /// and counted, so an operator can find it (admin API: search by status) and redeliver
 /// it once the payload is restored, or remove it. This download answers 410, like any
 /// message no longer available.
+///
+/// Unless many payloads go missing at once, or the payload store does not answer: that
+/// is an unmounted volume or a wrong bucket, not lost messages, and failing every message
+/// of the store for it would be a disaster. Then nothing is marked, the download answers
+/// 503 (clients retry) and an error says what to look at. Returns whether the message
+/// was dealt with as lost.
 async fn payload_lost(
     state: &AppState,
     message: &mesh_protocol::Message,
     mailbox: &str,
     chunk: u32,
-) {
+) -> bool {
+    if state.store().blobs.ping().await.is_err() || !lost_payload_budget() {
+        tracing::error!(
+            message_id = %message.message_id,
+            mailbox,
+            "payloads are missing and the payload store is unreachable, or more than \
+             {LOST_PER_MINUTE} went missing within a minute: is the payload volume mounted, \
+             the bucket right? Not marking messages undeliverable; answering 503"
+        );
+        return false;
+    }
     ::metrics::counter!("mesh_payloads_lost_total", "service" => "mesh").increment(1);
     let action = mesh_store::OperatorAction::Expire {
         reason: mesh_protocol::lifecycle::ExpiryReason::PayloadLost,
@@ -238,6 +259,29 @@ async fn payload_lost(
         error = done.as_ref().err().map(|e| e.to_string()),
         "payload of a message is missing"
     );
+    true
+}
+
+/// Most messages one process marks undeliverable for a missing payload in a minute.
+const LOST_PER_MINUTE: usize = 20;
+
+/// Takes one unit of the lost-payload budget; false when this minute's is spent.
+fn lost_payload_budget() -> bool {
+    static RECENT: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>> =
+        std::sync::Mutex::new(std::collections::VecDeque::new());
+    let now = std::time::Instant::now();
+    let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    while recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > std::time::Duration::from_secs(60))
+    {
+        recent.pop_front();
+    }
+    if recent.len() >= LOST_PER_MINUTE {
+        return false;
+    }
+    recent.push_back(now);
+    true
 }
 
 /// How long a first download waits for its record before answering anyway.
