@@ -90,6 +90,34 @@ pub(crate) fn id_time(id: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// The deepest inboxes, one row per recipient; the `LIMIT` placeholder is appended per
+/// backend.
+const DEPTHS_SQL: &str = "SELECT recipient_id, COUNT(*), MIN(id) FROM messages \
+     WHERE status = 'accepted' GROUP BY recipient_id ORDER BY COUNT(*) DESC, recipient_id LIMIT";
+const BY_STATUS_SQL: &str = "SELECT status, COUNT(*) FROM messages GROUP BY status";
+const OLDEST_SQL: &str = "SELECT MIN(id) FROM messages WHERE status = 'accepted'";
+
+fn depths(rows: Vec<(String, i64, Option<String>)>) -> Vec<InboxDepth> {
+    rows.into_iter()
+        .map(|(mailbox, n, oldest)| InboxDepth {
+            mailbox,
+            waiting: n.max(0) as u64,
+            oldest: oldest.as_deref().and_then(id_time),
+        })
+        .collect()
+}
+
+fn stats(by_status: Vec<(String, i64)>, bytes: i64, oldest: Option<String>) -> StoreStats {
+    StoreStats {
+        by_status: by_status
+            .into_iter()
+            .map(|(status, n)| (status, n.max(0) as u64))
+            .collect(),
+        stored_bytes: bytes.max(0) as u64,
+        oldest_waiting: oldest.as_deref().and_then(id_time),
+    }
+}
+
 fn empty_chunk() -> ChunkRecord {
     ChunkRecord {
         size: 0,
@@ -169,26 +197,7 @@ impl SqliteMetaStore {
                         ActionOutcome::Expired(out)
                     }
                     OperatorAction::Remove => {
-                        let chunks =
-                            sqlx::query("SELECT size, blob_key FROM chunks WHERE message_id = ?")
-                                .bind(&id)
-                                .fetch_all(&mut *tx)
-                                .await?;
-                        let (mut bytes, mut blob_keys) = (0u64, Vec::new());
-                        for c in chunks {
-                            bytes += c.try_get::<i64, _>("size")?.max(0) as u64;
-                            if let Some(key) = c.try_get::<Option<String>, _>("blob_key")? {
-                                blob_keys.push(key);
-                            }
-                        }
-                        sqlx::query("DELETE FROM chunks WHERE message_id = ?")
-                            .bind(&id)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("DELETE FROM messages WHERE id = ?")
-                            .bind(&id)
-                            .execute(&mut *tx)
-                            .await?;
+                        let (bytes, blob_keys) = sqlite_lifecycle::delete_message(tx, &id).await?;
                         sqlite_lifecycle::log(tx, Change::Removed, &m, now).await?;
                         ActionOutcome::Removed { bytes, blob_keys }
                     }
@@ -253,53 +262,22 @@ impl SqliteMetaStore {
     }
 
     pub(crate) async fn do_inbox_depths(&self, limit: u32) -> Result<Vec<InboxDepth>> {
-        let rows = sqlx::query(
-            "SELECT recipient_id, COUNT(*) AS n, MIN(id) AS oldest FROM messages \
-             WHERE status = 'accepted' GROUP BY recipient_id ORDER BY n DESC, recipient_id \
-             LIMIT ?",
-        )
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let oldest: Option<String> = r.try_get("oldest")?;
-                Ok(InboxDepth {
-                    mailbox: r.try_get("recipient_id")?,
-                    waiting: r.try_get::<i64, _>("n")?.max(0) as u64,
-                    oldest: oldest.as_deref().and_then(id_time),
-                })
-            })
-            .collect()
+        let rows = sqlx::query_as(&format!("{DEPTHS_SQL} ?"))
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(depths(rows))
     }
 
     pub(crate) async fn do_stats(&self) -> Result<StoreStats> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+        let by_status = sqlx::query_as(BY_STATUS_SQL)
             .fetch_all(&self.reader)
             .await?;
-        let by_status = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("status")?,
-                    r.try_get::<i64, _>("n")?.max(0) as u64,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes: i64 = sqlx::query("SELECT COALESCE(SUM(size), 0) AS b FROM chunks")
+        let (bytes,) = sqlx::query_as("SELECT COALESCE(SUM(size), 0) FROM chunks")
             .fetch_one(&self.reader)
-            .await?
-            .try_get("b")?;
-        let oldest: Option<String> =
-            sqlx::query("SELECT MIN(id) AS oldest FROM messages WHERE status = 'accepted'")
-                .fetch_one(&self.reader)
-                .await?
-                .try_get("oldest")?;
-        Ok(StoreStats {
-            by_status,
-            stored_bytes: bytes.max(0) as u64,
-            oldest_waiting: oldest.as_deref().and_then(id_time),
-        })
+            .await?;
+        let (oldest,) = sqlx::query_as(OLDEST_SQL).fetch_one(&self.reader).await?;
+        Ok(stats(by_status, bytes, oldest))
     }
 }
 
@@ -431,52 +409,19 @@ impl PgMetaStore {
     }
 
     pub(crate) async fn do_inbox_depths(&self, limit: u32) -> Result<Vec<InboxDepth>> {
-        let rows = sqlx::query(
-            "SELECT recipient_id, COUNT(*) AS n, MIN(id) AS oldest FROM messages \
-             WHERE status = 'accepted' GROUP BY recipient_id ORDER BY n DESC, recipient_id \
-             LIMIT $1",
-        )
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let oldest: Option<String> = r.try_get("oldest")?;
-                Ok(InboxDepth {
-                    mailbox: r.try_get("recipient_id")?,
-                    waiting: r.try_get::<i64, _>("n")?.max(0) as u64,
-                    oldest: oldest.as_deref().and_then(id_time),
-                })
-            })
-            .collect()
+        let rows = sqlx::query_as(&format!("{DEPTHS_SQL} $1"))
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(depths(rows))
     }
 
     pub(crate) async fn do_stats(&self) -> Result<StoreStats> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        let by_status = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("status")?,
-                    r.try_get::<i64, _>("n")?.max(0) as u64,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes: i64 = sqlx::query("SELECT COALESCE(SUM(size), 0)::BIGINT AS b FROM chunks")
+        let by_status = sqlx::query_as(BY_STATUS_SQL).fetch_all(&self.pool).await?;
+        let (bytes,) = sqlx::query_as("SELECT COALESCE(SUM(size), 0)::BIGINT FROM chunks")
             .fetch_one(&self.pool)
-            .await?
-            .try_get("b")?;
-        let oldest: Option<String> =
-            sqlx::query("SELECT MIN(id) AS oldest FROM messages WHERE status = 'accepted'")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("oldest")?;
-        Ok(StoreStats {
-            by_status,
-            stored_bytes: bytes.max(0) as u64,
-            oldest_waiting: oldest.as_deref().and_then(id_time),
-        })
+            .await?;
+        let (oldest,) = sqlx::query_as(OLDEST_SQL).fetch_one(&self.pool).await?;
+        Ok(stats(by_status, bytes, oldest))
     }
 }

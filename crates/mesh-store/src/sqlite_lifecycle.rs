@@ -120,6 +120,34 @@ async fn w_expire_due(
     Ok(outcome)
 }
 
+/// Deletes a message's row and its chunk rows, inside the caller's transaction; returns
+/// the bytes they held and the payload keys for the caller to delete after the commit.
+pub(crate) async fn delete_message(
+    tx: &mut SqliteConnection,
+    id: &str,
+) -> Result<(u64, Vec<String>)> {
+    let chunks = sqlx::query("SELECT size, blob_key FROM chunks WHERE message_id = ?")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let (mut bytes, mut keys) = (0u64, Vec::new());
+    for c in chunks {
+        bytes += c.try_get::<i64, _>("size")?.max(0) as u64;
+        if let Some(key) = c.try_get::<Option<String>, _>("blob_key")? {
+            keys.push(key);
+        }
+    }
+    sqlx::query("DELETE FROM chunks WHERE message_id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM messages WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok((bytes, keys))
+}
+
 async fn w_purge_due(tx: &mut SqliteConnection, sweep: &PurgeSweep) -> Result<PurgeOutcome> {
     let mut out = PurgeOutcome::default();
     let mut victims: Vec<(String, bool)> = Vec::new();
@@ -154,25 +182,9 @@ async fn w_purge_due(tx: &mut SqliteConnection, sweep: &PurgeSweep) -> Result<Pu
         let Some(message) = load_for_update(tx, &id).await? else {
             continue;
         };
-        let chunks = sqlx::query("SELECT size, blob_key FROM chunks WHERE message_id = ?")
-            .bind(&id)
-            .fetch_all(&mut *tx)
-            .await?;
-        for c in chunks {
-            let size: i64 = c.try_get("size")?;
-            out.bytes += size.max(0) as u64;
-            if let Some(key) = c.try_get::<Option<String>, _>("blob_key")? {
-                out.blob_keys.push(key);
-            }
-        }
-        sqlx::query("DELETE FROM chunks WHERE message_id = ?")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM messages WHERE id = ?")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        let (bytes, keys) = delete_message(tx, &id).await?;
+        out.bytes += bytes;
+        out.blob_keys.extend(keys);
         log(tx, Change::Purged, &message, sweep.now).await?;
         if abandoned {
             out.abandoned += 1;

@@ -273,17 +273,31 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
-fn message_row(m: &Value) -> Vec<String> {
-    vec![
-        cell(&m["message_id"]),
-        cell(&m["status"]),
-        cell(&m["sender"]["mailbox_id"]),
-        cell(&m["recipient"]["mailbox_id"]),
-        cell(&m["workflow_id"]),
-        cell(&m["metadata"]["local_id"]),
-        cell(&m["created"]),
-    ]
+/// The cells of one item: each field a JSON pointer into it (`/sender/mailbox_id`).
+fn row(item: &Value, fields: &[&str]) -> Vec<String> {
+    fields
+        .iter()
+        .map(|f| cell(item.pointer(f).unwrap_or(&Value::Null)))
+        .collect()
 }
+
+/// One row per item of the array `list`.
+fn rows(body: &Value, list: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    body[list]
+        .as_array()
+        .map(|items| items.iter().map(|item| row(item, fields)).collect())
+        .unwrap_or_default()
+}
+
+const MESSAGE_FIELDS: [&str; 7] = [
+    "/message_id",
+    "/status",
+    "/sender/mailbox_id",
+    "/recipient/mailbox_id",
+    "/workflow_id",
+    "/metadata/local_id",
+    "/created",
+];
 
 const MESSAGE_HEADER: [&str; 7] = [
     "MESSAGE ID",
@@ -301,7 +315,7 @@ fn render_message(body: &Value) -> String {
     if m.is_null() {
         out.push_str("record: deleted (purged or removed); history below\n");
     } else {
-        out.push_str(&table(&MESSAGE_HEADER, vec![message_row(m)]));
+        out.push_str(&table(&MESSAGE_HEADER, vec![row(m, &MESSAGE_FIELDS)]));
         out.push_str(&format!(
             "type {}  chunks {}  size {}  expires {}  downloaded {}\n",
             cell(&m["message_type"]),
@@ -312,31 +326,13 @@ fn render_message(body: &Value) -> String {
         ));
     }
     out.push_str("\nhistory:\n");
-    let rows = body["history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .map(|e| {
-                    vec![
-                        cell(&e["seq"]),
-                        cell(&e["at"]),
-                        cell(&e["change"]),
-                        cell(&e["status"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.push_str(&table(&["SEQ", "AT", "CHANGE", "STATUS"], rows));
+    let history = rows(body, "history", &["/seq", "/at", "/change", "/status"]);
+    out.push_str(&table(&["SEQ", "AT", "CHANGE", "STATUS"], history));
     out
 }
 
 fn render_search(body: &Value) -> String {
-    let rows = body["messages"]
-        .as_array()
-        .map(|ms| ms.iter().map(message_row).collect())
-        .unwrap_or_default();
-    let mut out = table(&MESSAGE_HEADER, rows);
+    let mut out = table(&MESSAGE_HEADER, rows(body, "messages", &MESSAGE_FIELDS));
     if let Some(next) = body["next"].as_str() {
         out.push_str(&format!("more: --before {next}\n"));
     }
@@ -353,23 +349,14 @@ fn render_outcome(body: &Value) -> String {
 }
 
 fn render_mailboxes(body: &Value) -> String {
-    let rows = body["mailboxes"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .map(|m| {
-                    vec![
-                        cell(&m["mailbox_id"]),
-                        cell(&m["mailbox_name"]),
-                        cell(&m["ods_code"]),
-                        cell(&m["active"]),
-                        cell(&m["waiting"]),
-                        cell(&m["oldest_waiting_age_secs"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let fields = [
+        "/mailbox_id",
+        "/mailbox_name",
+        "/ods_code",
+        "/active",
+        "/waiting",
+        "/oldest_waiting_age_secs",
+    ];
     table(
         &[
             "MAILBOX",
@@ -379,43 +366,27 @@ fn render_mailboxes(body: &Value) -> String {
             "WAITING",
             "OLDEST AGE (S)",
         ],
-        rows,
+        rows(body, "mailboxes", &fields),
     )
 }
 
 fn render_inboxes(body: &Value) -> String {
-    let rows = body["inboxes"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .map(|m| {
-                    vec![
-                        cell(&m["mailbox_id"]),
-                        cell(&m["waiting"]),
-                        cell(&m["oldest_waiting"]),
-                        cell(&m["oldest_waiting_age_secs"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    table(&["MAILBOX", "WAITING", "OLDEST WAITING", "AGE (S)"], rows)
+    let fields = [
+        "/mailbox_id",
+        "/waiting",
+        "/oldest_waiting",
+        "/oldest_waiting_age_secs",
+    ];
+    table(
+        &["MAILBOX", "WAITING", "OLDEST WAITING", "AGE (S)"],
+        rows(body, "inboxes", &fields),
+    )
 }
 
 fn render_workflows(body: &Value) -> String {
-    let rows = body["workflows"]
-        .as_array()
-        .map(|ws| {
-            ws.iter()
-                .map(|w| {
-                    vec![
-                        cell(&w["workflow_id"]),
-                        cell(&w["senders"]),
-                        cell(&w["receivers"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    table(&["WORKFLOW", "SENDERS", "RECEIVERS"], rows)
+    let fields = ["/workflow_id", "/senders", "/receivers"];
+    table(
+        &["WORKFLOW", "SENDERS", "RECEIVERS"],
+        rows(body, "workflows", &fields),
+    )
 }
