@@ -118,6 +118,28 @@ fn stats(by_status: Vec<(String, i64)>, bytes: i64, oldest: Option<String>) -> S
     }
 }
 
+/// The search as SQL pieces, each followed by the value to bind after it (if any), the
+/// same for both backends; the caller binds the limit last.
+fn search_sql(q: &MessageQuery) -> Vec<(&'static str, Option<String>)> {
+    let mut sql = vec![("SELECT record FROM messages WHERE 1 = 1", None)];
+    if let Some(mb) = &q.mailbox {
+        sql.push((" AND (sender_id = ", Some(mb.clone())));
+        sql.push((" OR recipient_id = ", Some(mb.clone())));
+        sql.push((")", None));
+    }
+    let filters = [
+        (" AND workflow_id = ", q.workflow_id.clone()),
+        (" AND status = ", q.status.map(|s| s.as_str().to_string())),
+        (" AND local_id = ", q.local_id.clone()),
+        (" AND id >= ", q.since.map(id_floor)),
+        (" AND id < ", q.until.map(id_floor)),
+        (" AND id < ", q.before_id.clone()),
+    ];
+    sql.extend(filters.into_iter().filter(|(_, v)| v.is_some()));
+    sql.push((" ORDER BY id DESC LIMIT ", None));
+    sql
+}
+
 fn empty_chunk() -> ChunkRecord {
     ChunkRecord {
         size: 0,
@@ -218,34 +240,14 @@ impl SqliteMetaStore {
     }
 
     pub(crate) async fn do_search(&self, q: &MessageQuery) -> Result<Vec<Message>> {
-        let mut b = QueryBuilder::<Sqlite>::new("SELECT record FROM messages WHERE 1");
-        if let Some(mb) = &q.mailbox {
-            b.push(" AND (sender_id = ")
-                .push_bind(mb.clone())
-                .push(" OR recipient_id = ")
-                .push_bind(mb.clone())
-                .push(")");
+        let mut b = QueryBuilder::<Sqlite>::new("");
+        for (sql, value) in search_sql(q) {
+            b.push(sql);
+            if let Some(value) = value {
+                b.push_bind(value);
+            }
         }
-        if let Some(wf) = &q.workflow_id {
-            b.push(" AND workflow_id = ").push_bind(wf.clone());
-        }
-        if let Some(st) = q.status {
-            b.push(" AND status = ").push_bind(st.as_str());
-        }
-        if let Some(local) = &q.local_id {
-            b.push(" AND local_id = ").push_bind(local.clone());
-        }
-        if let Some(t) = q.since {
-            b.push(" AND id >= ").push_bind(id_floor(t));
-        }
-        if let Some(t) = q.until {
-            b.push(" AND id < ").push_bind(id_floor(t));
-        }
-        if let Some(before) = &q.before_id {
-            b.push(" AND id < ").push_bind(before.clone());
-        }
-        b.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(q.limit.max(1)));
+        b.push_bind(i64::from(q.limit.max(1)));
         let rows = b.build().fetch_all(&self.reader).await?;
         rows.iter().map(decode).collect()
     }
@@ -365,34 +367,14 @@ impl PgMetaStore {
     }
 
     pub(crate) async fn do_search(&self, q: &MessageQuery) -> Result<Vec<Message>> {
-        let mut b = QueryBuilder::<Postgres>::new("SELECT record FROM messages WHERE TRUE");
-        if let Some(mb) = &q.mailbox {
-            b.push(" AND (sender_id = ")
-                .push_bind(mb.clone())
-                .push(" OR recipient_id = ")
-                .push_bind(mb.clone())
-                .push(")");
+        let mut b = QueryBuilder::<Postgres>::new("");
+        for (sql, value) in search_sql(q) {
+            b.push(sql);
+            if let Some(value) = value {
+                b.push_bind(value);
+            }
         }
-        if let Some(wf) = &q.workflow_id {
-            b.push(" AND workflow_id = ").push_bind(wf.clone());
-        }
-        if let Some(st) = q.status {
-            b.push(" AND status = ").push_bind(st.as_str());
-        }
-        if let Some(local) = &q.local_id {
-            b.push(" AND local_id = ").push_bind(local.clone());
-        }
-        if let Some(t) = q.since {
-            b.push(" AND id >= ").push_bind(id_floor(t));
-        }
-        if let Some(t) = q.until {
-            b.push(" AND id < ").push_bind(id_floor(t));
-        }
-        if let Some(before) = &q.before_id {
-            b.push(" AND id < ").push_bind(before.clone());
-        }
-        b.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(q.limit.max(1)));
+        b.push_bind(i64::from(q.limit.max(1)));
         let rows = b.build().fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
     }
