@@ -3,23 +3,27 @@
 //! mailbox, the source address and the reason, so operators can alert on them and
 //! investigate without reading request logs.
 //!
-//! The source address and client certificate of the connection are kept in a task-local
-//! set by the listener for the duration of each request: handlers and the authentication
-//! code reach them without every handler having to extract and pass them along.
+//! The serve loop puts the connection's [`Peer`] in each request's extensions; the
+//! [`scope_peer`] layer makes it the current peer for the rest of the request, so that
+//! the authentication code and the audit events reach it without every handler having to
+//! extract and pass it along.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-/// Who is at the other end of the connection a request came in on.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    /// Subject CN of the verified client certificate, under mutual TLS.
-    pub client_cn: Option<Arc<str>>,
-}
+pub use spine_http::Peer;
 
 tokio::task_local! {
     static PEER: Peer;
+}
+
+/// Middleware: the request's peer (from its extensions) is the current peer while the
+/// request is handled.
+pub async fn scope_peer(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match Peer::of(&request).cloned() {
+        Some(peer) => PEER.scope(peer, next.run(request)).await,
+        None => next.run(request).await,
+    }
 }
 
 /// Runs `f` with `peer` as the current request's peer.
@@ -80,18 +84,6 @@ pub fn rate_limited(mailbox: &str) {
         mailbox,
         source = %source(),
         "request rate limit reached"
-    );
-}
-
-/// A TLS handshake that failed: no client certificate, an untrusted one, or no TLS at all.
-pub fn tls_refused(addr: SocketAddr, reason: &str) {
-    metrics::counter!("mesh_tls_refused_total").increment(1);
-    tracing::warn!(
-        target: "audit",
-        event = "tls_refused",
-        source = %addr,
-        reason,
-        "TLS handshake refused"
     );
 }
 

@@ -127,14 +127,21 @@ impl LifecycleConfig {
     }
 }
 
-/// A token bucket: `burst` requests at once, refilled at `per_second`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub per_second: u32,
-    pub burst: u32,
-}
+pub use spine_http::ratelimit::RateLimit;
 
 impl ServerConfig {
+    /// The connection limits of a listener serving MESH (`api` or `ops`).
+    pub fn listener(&self, name: &'static str) -> spine_http::ListenerConfig {
+        spine_http::ListenerConfig {
+            name,
+            metric_prefix: "mesh",
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+            header_timeout: self.header_timeout,
+            send_stall_timeout: self.send_stall_timeout,
+        }
+    }
+
     /// The NHS sandbox's behaviour: no replay or clock checks, no workflow permissions,
     /// no rate limit, admin endpoints on.
     pub fn sandbox(mut self) -> Self {

@@ -11,7 +11,7 @@
 
 pub mod audit;
 pub mod config;
-pub mod conn;
+pub use spine_http::conn;
 pub mod devcerts;
 pub mod directory;
 pub mod error;
@@ -19,9 +19,8 @@ pub mod handlers;
 pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
-pub mod ratelimit;
 pub mod state;
-pub mod tls;
+pub use spine_http::tls;
 pub mod watch;
 
 pub use config::ServerConfig;
@@ -144,7 +143,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             state::release_retried_tokens,
         ))
-        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics::REQUESTS,
+            spine_http::metrics::track,
+        ))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             state.config().body_idle_timeout,
         ))
@@ -157,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(conn::finish_unread_body))
+        .layer(axum::middleware::from_fn(audit::scope_peer))
         .with_state(state)
 }
 
@@ -204,24 +207,19 @@ pub async fn serve(
     serve_with(listener, state, None, shutdown).await
 }
 
-/// Serves HTTP, or HTTPS when `tls` is given, until `shutdown` resolves.
-///
-/// The accept loop is ours rather than `axum::serve` because the limits that protect the
-/// service live at the connection level: a cap on open connections, a deadline for the
-/// TLS handshake and for each request head (slow-loris), a cap on the request head's
-/// size, and the peer's address and certificate for authentication and the audit log.
+/// Serves the MESH API alone, HTTP or HTTPS when `tls` is given, until `shutdown`
+/// resolves (the binary merges it with the other services instead).
 pub async fn serve_with(
     listener: TcpListener,
     state: AppState,
     tls: Option<tls::TlsReloader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let config = state.config().clone();
-    serve_app(listener, router(state), &config, tls, shutdown).await
+    let config = state.config().listener("api");
+    spine_http::serve(listener, router(state), &config, tls, shutdown).await
 }
 
-/// Serves the operations listener ([`ops`]): metrics, health, readiness and the admin
-/// API, plain HTTP, with the same connection limits as the MESH port. `tls` is only the
+/// Serves the operations listener ([`ops`]) for MESH alone, plain HTTP. `tls` is only the
 /// certificate to reload on request, not served here.
 pub async fn serve_ops(
     listener: TcpListener,
@@ -229,142 +227,12 @@ pub async fn serve_ops(
     tls: Option<tls::TlsReloader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let config = state.config().clone();
-    serve_app(listener, ops::router(state, tls), &config, None, shutdown).await
-}
-
-/// The accept loop for any router (the MESH API or the ops listener).
-pub async fn serve_app(
-    listener: TcpListener,
-    app: Router,
-    config: &ServerConfig,
-    tls: Option<tls::TlsReloader>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
-    use std::sync::Arc;
-    use tower::ServiceExt;
-
-    metrics::install();
-    let config = config.clone();
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
-    // HTTP/1.1 only: every MESH client speaks it, and sniffing for an HTTP/2 preface
-    // would read from a silent connection with no deadline.
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        // hyper needs at least 8 KiB of buffer; the head must fit in it, else 431.
-        .max_buf_size(config.max_header_bytes.max(8192));
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            ::metrics::counter!("mesh_connections_refused_total").increment(1);
-            tracing::warn!(peer = %addr, limit = config.max_connections, "connection limit reached: refusing");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.as_ref().map(tls::TlsReloader::acceptor);
-        let handshake_timeout = config.header_timeout;
-        let stall_limit = config.send_stall_timeout;
-        tokio::spawn(async move {
-            let _slot = slot;
-            ::metrics::gauge!("mesh_open_connections").increment(1.0);
-            let serve_one = |peer: audit::Peer| {
-                let app = app.clone();
-                hyper_util::service::TowerToHyperService::new(tower::service_fn(
-                    move |request: axum::http::Request<hyper::body::Incoming>| {
-                        let request = request.map(axum::body::Body::new);
-                        audit::with_peer(peer.clone(), app.clone().oneshot(request))
-                    },
-                ))
-            };
-            match tls {
-                None => {
-                    // hyper's head deadline starts with the first byte; a connection that
-                    // never sends one is closed here instead of being held forever.
-                    let mut probe = [0u8; 1];
-                    let first =
-                        tokio::time::timeout(handshake_timeout, stream.peek(&mut probe)).await;
-                    if !matches!(first, Ok(Ok(n)) if n > 0) {
-                        ::metrics::gauge!("mesh_open_connections").decrement(1.0);
-                        return;
-                    }
-                    let peer = audit::Peer {
-                        addr,
-                        client_cn: None,
-                    };
-                    let stream = conn::StallGuard::new(stream, stall_limit);
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), serve_one(peer));
-                    let _ = watcher.watch(conn.into_owned()).await;
-                }
-                Some(acceptor) => {
-                    let stream = conn::StallGuard::new(stream, stall_limit);
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            audit::tls_refused(addr, &e.to_string());
-                            ::metrics::gauge!("mesh_open_connections").decrement(1.0);
-                            return;
-                        }
-                        Err(_) => {
-                            audit::tls_refused(addr, "handshake timed out");
-                            ::metrics::gauge!("mesh_open_connections").decrement(1.0);
-                            return;
-                        }
-                    };
-                    let client_cn = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(tls::subject_cn)
-                        .map(Arc::<str>::from);
-                    let peer = audit::Peer { addr, client_cn };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), serve_one(peer));
-                    let _ = watcher.watch(conn.into_owned()).await;
-                }
-            }
-            ::metrics::gauge!("mesh_open_connections").decrement(1.0);
-        });
-    }
-    drop(listener);
-    // In-flight requests get a minute; a client that keeps a connection busy longer than
-    // that does not hold the process up.
-    if tokio::time::timeout(std::time::Duration::from_secs(60), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after 60 s: closing them");
-    }
-    Ok(())
+    let config = state.config().listener("ops");
+    let app = spine_http::ops::router(
+        vec![ops::service_ops(&state)],
+        ops::admin_router(state, tls),
+    );
+    spine_http::serve(listener, app, &config, None, shutdown).await
 }
 
 #[cfg(test)]

@@ -40,9 +40,28 @@ pub struct OpsState {
 /// Largest page of a message search.
 const MAX_SEARCH: u32 = 1000;
 
+/// MESH's part of the ops listener: metrics, health and readiness come from
+/// [`spine_http::ops`], with MESH's admin API merged in.
 pub fn router(app: AppState, tls: Option<TlsReloader>) -> Router {
+    spine_http::ops::router(vec![service_ops(&app)], admin_router(app, tls))
+}
+
+/// MESH's readiness for the ops listener's `/readyz`.
+pub fn service_ops(app: &AppState) -> spine_http::ops::ServiceOps {
+    let app = app.clone();
+    spine_http::ops::ServiceOps {
+        name: "mesh",
+        ready: std::sync::Arc::new(move || {
+            let app = app.clone();
+            Box::pin(async move { crate::handlers::health::readiness(&app).await })
+        }),
+    }
+}
+
+/// The admin API (`/admin/v1/…`), behind the admin token.
+pub fn admin_router(app: AppState, tls: Option<TlsReloader>) -> Router {
     let state = OpsState { app, tls };
-    let admin = Router::new()
+    Router::new()
         .route("/admin/v1/messages", get(search))
         .route("/admin/v1/messages/{id}", get(message).delete(remove))
         .route("/admin/v1/messages/{id}/expire", post(expire))
@@ -54,28 +73,14 @@ pub fn router(app: AppState, tls: Option<TlsReloader>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin,
-        ));
-    Router::new()
-        .route("/metrics", get(crate::handlers::health::metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(admin)
-        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such operations endpoint") })
-        .layer(axum::middleware::from_fn(crate::metrics::track))
+        ))
+        .layer(axum::middleware::from_fn(audit::scope_peer))
         .with_state(state)
 }
 
 /// An admin API answer: JSON with one `error` field saying what went wrong.
 fn problem(status: StatusCode, error: &str) -> Response {
     json_typed(status, "application/json", &json!({ "error": error }))
-}
-
-async fn healthz(State(state): State<OpsState>) -> Response {
-    crate::handlers::health::ping(State(state.app)).await
-}
-
-async fn readyz(State(state): State<OpsState>) -> Response {
-    crate::handlers::health::ready(State(state.app)).await
 }
 
 /// Checks the admin token (in constant time) and audits the call either way.

@@ -4,7 +4,6 @@ use crate::audit;
 use crate::config::{RateLimit, ServerConfig};
 use crate::directory::{Directory, DirectorySource};
 use crate::error::ApiError;
-use crate::ratelimit::MailboxRates;
 use axum::http::HeaderMap;
 use chrono::{TimeDelta, Utc};
 use mesh_protocol::version::BadAccept;
@@ -12,6 +11,7 @@ use mesh_protocol::{
     ApiVersion, AuthToken, Clock, Mailbox, MeshError, ShiftedClock, SystemClock, TokenError,
 };
 use mesh_store::Store;
+use spine_http::ratelimit::KeyedRates as MailboxRates;
 use std::sync::{Arc, RwLock};
 
 /// Everything handlers share. Cheap to clone.

@@ -4,7 +4,7 @@ use super::json_typed;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 
 /// Liveness: the process answers. Deliberately does not touch the store, so a slow disk
@@ -24,35 +24,35 @@ pub async fn ping(State(state): State<AppState>) -> Response {
 /// A low disk is not ready either (sends are refused while it lasts), with its own
 /// reason, though reads and acknowledgements still work.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    if state.disk_low() {
-        return json_typed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "application/json",
-            &json!({"status": "degraded", "reason": "disk low: sends refused, reads and acknowledgements work"}),
-        );
-    }
-    match state.store().ping().await {
-        Ok(()) => json_typed(
-            StatusCode::OK,
-            "application/json",
-            &json!({"status": "ready"}),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            json_typed(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "application/json",
-                &json!({"status": "unavailable", "reason": "store"}),
-            )
-        }
-    }
+    let answer = readiness(&state).await;
+    let status = if answer.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_typed(status, "application/json", &answer.body)
 }
 
-/// Prometheus text exposition.
-pub async fn metrics() -> Response {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        crate::metrics::render(),
-    )
-        .into_response()
+/// MESH's readiness, for its own `/readyz` and the ops listener's.
+pub async fn readiness(state: &AppState) -> spine_http::ops::Readiness {
+    use spine_http::ops::Readiness;
+    if state.disk_low() {
+        return Readiness {
+            ready: false,
+            body: json!({"status": "degraded", "reason": "disk low: sends refused, reads and acknowledgements work"}),
+        };
+    }
+    match state.store().ping().await {
+        Ok(()) => Readiness {
+            ready: true,
+            body: json!({"status": "ready"}),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Readiness {
+                ready: false,
+                body: json!({"status": "unavailable", "reason": "store"}),
+            }
+        }
+    }
 }

@@ -35,14 +35,17 @@ pub struct StallGuard<S> {
     inner: S,
     limit: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Counts the connections closed this way (the listener's own counter).
+    on_stall: ::metrics::Counter,
 }
 
 impl<S> StallGuard<S> {
-    pub fn new(inner: S, limit: Duration) -> Self {
+    pub fn new(inner: S, limit: Duration, on_stall: ::metrics::Counter) -> Self {
         StallGuard {
             inner,
             limit,
             stalled: None,
+            on_stall,
         }
     }
 
@@ -62,8 +65,7 @@ impl<S> StallGuard<S> {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                ::metrics::counter!("mesh_connections_stalled_total", "service" => "mesh")
-                    .increment(1);
+                self.on_stall.increment(1);
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client stopped reading its response",
