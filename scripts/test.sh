@@ -44,7 +44,8 @@ need_python() {
   if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv || return 1
   fi
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt \
+    -r tests/frontdoor/requirements.txt
 }
 
 run "cargo fmt --check" cargo fmt --all -- --check || failed=$((failed + 1))
@@ -99,6 +100,18 @@ if [ -x "$bin" ] && run "python venv" need_python; then
       failures+=("interop $mode"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
     fi
   done
+
+  # The front door with the libraries an NHS integrator uses: PyJWT minting RS512 client
+  # assertions and ID tokens, JWKS served on loopback, requests for the token endpoint.
+  step "front door: PyJWT + requests against openspine"
+  OPENSPINE_BIN="$bin" .venv/bin/python -m pytest -q tests/frontdoor 2>&1 | tee "$log_dir/pytest-frontdoor.log"
+  fd_rc=${PIPESTATUS[0]}
+  p=$(grep -Eo '[0-9]+ passed' "$log_dir/pytest-frontdoor.log" | tail -1 | awk '{print $1+0}')
+  f=$(grep -Eo '[0-9]+ (failed|error)' "$log_dir/pytest-frontdoor.log" | awk '{s+=$1} END {print s+0}')
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ "$fd_rc" -ne 0 ]; then
+    failures+=("front door"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
+  fi
 
   # The NHS sandbox's own packaged test suite, over HTTP against `openspine serve --demo --sandbox`.
   step "sandbox suite: mesh-sandbox's own tests against openspine"

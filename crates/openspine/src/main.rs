@@ -237,6 +237,8 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OPENSPINE_LOG_JSON", value_parser = boolish())]
     log_json: bool,
+    #[command(flatten)]
+    frontdoor: frontdoor::settings::FrontDoorArgs,
 }
 
 #[tokio::main]
@@ -546,7 +548,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("no mailboxes configured: pass --mailboxes FILE or --demo");
     }
     let tls = load_tls(&args)?;
-    spawn_reload_on_hangup(state.clone(), tls.clone());
+    let front_door = if args.frontdoor.enabled(args.demo) {
+        let coord: std::sync::Arc<dyn spine_store::Coordination> = match &args.database_url {
+            Some(url) => std::sync::Arc::new(
+                spine_store::PgCoordination::connect(url, args.database_pool.clamp(1, 8))
+                    .await
+                    .with_context(|| format!("opening the coordination store ({metadata})"))?,
+            ),
+            None => {
+                let path = args.data_dir.join("coordination.db");
+                std::sync::Arc::new(
+                    spine_store::SqliteCoordination::open(&path)
+                        .await
+                        .with_context(|| format!("opening {}", path.display()))?,
+                )
+            }
+        };
+        let config = args
+            .frontdoor
+            .config(args.demo, args.sandbox, tls.is_some());
+        let fd = frontdoor::FrontDoor::new(config, coord).context("loading the app registry")?;
+        frontdoor::register_metrics();
+        tracing::info!(apps = fd.registry().len(), "front door ready");
+        Some(fd)
+    } else {
+        None
+    };
+    spawn_reload_on_hangup(state.clone(), tls.clone(), front_door.clone());
     mesh_server::lifecycle::spawn(state.clone());
     mesh_server::watch::spawn(state.clone(), tls.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -563,14 +591,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 admin_api = state.config().admin_token.is_some(),
                 "ops listener ready"
             );
-            Some(tokio::spawn(mesh_server::serve_ops(
-                ops,
-                state.clone(),
-                tls.clone(),
-                async {
+            let mut services = vec![mesh_server::ops::service_ops(&state)];
+            services.extend(front_door.as_ref().map(frontdoor::FrontDoor::service_ops));
+            let app = spine_http::ops::router(
+                services,
+                mesh_server::ops::admin_router(state.clone(), tls.clone()),
+            );
+            let config = state.config().listener("ops");
+            Some(tokio::spawn(async move {
+                spine_http::serve(ops, app, &config, None, async {
                     let _ = ops_stopped.await;
-                },
-            )))
+                })
+                .await
+            }))
         }
         None => None,
     };
@@ -585,7 +618,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         mutual_tls = args.client_ca.is_some(),
         "MESH server ready"
     );
-    mesh_server::serve_with(listener, state, tls, shutdown_signal()).await?;
+    // One listener for every enabled service, each under its NHS base path.
+    let config = state.config().listener("api");
+    let mut app = mesh_server::router(state);
+    if let Some(fd) = front_door {
+        app = app.merge(frontdoor::router(fd));
+    }
+    spine_http::serve(listener, app, &config, tls, shutdown_signal()).await?;
     let _ = ops_stop.send(());
     if let Some(task) = ops_task {
         let _ = task.await;
@@ -629,7 +668,11 @@ fn spawn_garbage_collector(store: Store, interval: Duration, min_age: Duration) 
 
 /// SIGHUP re-reads the TLS certificate and key (a rotation needs no restart) and the
 /// mailbox and workflow files. A file that fails to load leaves the running one in use.
-fn spawn_reload_on_hangup(state: AppState, tls: Option<TlsReloader>) {
+fn spawn_reload_on_hangup(
+    state: AppState,
+    tls: Option<TlsReloader>,
+    front_door: Option<frontdoor::FrontDoor>,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -656,10 +699,20 @@ fn spawn_reload_on_hangup(state: AppState, tls: Option<TlsReloader>) {
                     tracing::error!(error = %e, "directory reload failed: keeping the previous one")
                 }
             }
+            if let Some(fd) = &front_door {
+                match fd.reload() {
+                    Ok(n) => tracing::info!(apps = n, "app registry reloaded"),
+                    Err(e) => {
+                        metrics::counter!("frontdoor_reload_errors_total", "service" => "frontdoor", "what" => "registry")
+                            .increment(1);
+                        tracing::error!(error = %e, "app registry reload failed: keeping the previous one")
+                    }
+                }
+            }
         }
     });
     #[cfg(not(unix))]
-    let _ = (state, tls);
+    let _ = (state, tls, front_door);
 }
 
 /// SIGTERM (what service managers send) or Ctrl-C.
