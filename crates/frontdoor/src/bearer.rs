@@ -333,7 +333,21 @@ async fn admit(
     }
     // 3. The access mode from the API's scope table.
     let mode = match access_mode(&record.scopes, &api.rules) {
-        Some(AccessMode::Refused) | None => {
+        Some(AccessMode::Refused) => {
+            audit_refusal(api.api, "scope", &record.client_id, source);
+            return Err(refusal(
+                style,
+                StatusCode::FORBIDDEN,
+                fault("Patient cannot perform this action", "ACCESS_DENIED"),
+                Fhir {
+                    code: "forbidden",
+                    spine_code: "ACCESS_DENIED",
+                    display: "Patient cannot perform this action",
+                    diagnostics: "Patient cannot perform this action".into(),
+                },
+            ));
+        }
+        None => {
             audit_refusal(api.api, "scope", &record.client_id, source);
             return Err(unauthorised(
                 style,
@@ -446,7 +460,7 @@ async fn enforce(
 ) -> Result<(), Response> {
     let style = layer.api.style;
     let now = Utc::now().timestamp();
-    let key = format!("{}\u{0}{client_id}", layer.api.api);
+    let key = format!("{}:{client_id}", layer.api.api);
     if let Some((rate, window)) = limits
         .spike_arrest
         .as_ref()

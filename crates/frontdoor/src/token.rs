@@ -243,7 +243,13 @@ async fn authenticate_client(
     assertion
         .check_not_too_far(now)
         .map_err(|e| (e, who.clone()))?;
-    let key = format!("{}\u{0}{}", assertion.client_id, assertion.jti);
+    // Length-prefixed, so that no client id and jti pair can pose as another.
+    let key = format!(
+        "{}:{}{}",
+        assertion.client_id.len(),
+        assertion.client_id,
+        assertion.jti
+    );
     let until = Utc
         .timestamp_opt(now + JTI_MEMORY_SECS, 0)
         .single()

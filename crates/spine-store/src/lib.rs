@@ -87,11 +87,16 @@ pub trait Coordination: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
+/// Keys come from clients: too long, or holding a NUL (which PostgreSQL text cannot
+/// store), they are refused the same way on both backends.
 pub(crate) fn check_key(scope: &str, key: &str) -> Result<()> {
     if scope.len() + key.len() > MAX_KEY_LEN {
         return Err(StoreError::Invalid(format!(
             "coordination key longer than {MAX_KEY_LEN} bytes"
         )));
+    }
+    if scope.contains('\0') || key.contains('\0') {
+        return Err(StoreError::Invalid("coordination key holds a NUL".into()));
     }
     Ok(())
 }

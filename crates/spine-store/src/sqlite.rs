@@ -129,7 +129,7 @@ impl Coordination for SqliteCoordination {
 
     async fn put(&self, scope: &str, key: &str, value: &str, until: DateTime<Utc>) -> Result<()> {
         check_key(scope, key)?;
-        if value.len() > crate::MAX_VALUE_LEN {
+        if value.len() > crate::MAX_VALUE_LEN || value.contains('\0') {
             return Err(crate::StoreError::Invalid("record value too large".into()));
         }
         sqlx::query(

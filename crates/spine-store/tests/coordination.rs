@@ -289,3 +289,40 @@ async fn an_issued_record_survives_reopening_the_embedded_store() {
         .await
         .unwrap());
 }
+
+#[tokio::test]
+async fn a_key_with_a_nul_or_too_long_is_refused_alike_on_both_backends() {
+    for s in backends().await {
+        let now = Utc::now();
+        let until = now + TimeDelta::minutes(5);
+        assert!(
+            s.a.use_once("jti", "a\0b", until, now).await.is_err(),
+            "{}",
+            s.name
+        );
+        assert!(
+            s.a.use_once("jti", &"k".repeat(600), until, now)
+                .await
+                .is_err(),
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.a.get("access", "a\0b", now).await.unwrap(),
+            None,
+            "{}",
+            s.name
+        );
+        assert!(
+            s.a.put("access", "k", "v\0", until).await.is_err(),
+            "{}",
+            s.name
+        );
+        // The store still works after them.
+        assert!(
+            s.a.use_once("jti", "fine", until, now).await.unwrap(),
+            "{}",
+            s.name
+        );
+    }
+}
