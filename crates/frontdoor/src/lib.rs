@@ -14,6 +14,7 @@
 //! accepts a token another issued.
 
 pub mod bearer;
+pub mod devapp;
 pub mod hello;
 pub mod jwks;
 pub mod registry;

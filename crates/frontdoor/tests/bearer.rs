@@ -45,7 +45,8 @@ fn assert_fhir(
 async fn a_fhir_api_refuses_each_bad_authorization_with_its_diagnostics() {
     let n = node(Options::default()).await;
     let p = "/test-api/Patient";
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("no header", vec![], "Missing Authorization header"),
         (
             "empty header",

@@ -2,9 +2,10 @@
 //! opens the store, and hands over to `mesh-server`.
 
 mod admin;
+mod config_file;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use mesh_server::config::{LifecycleConfig, RateLimit};
 use mesh_server::tls::{TlsFiles, TlsReloader};
 use mesh_server::{AppState, DirectorySource, ServerConfig};
@@ -17,7 +18,7 @@ use std::time::Duration;
 #[command(
     name = "openspine",
     version,
-    about = "OpenSpine: NHS Spine platform services (MESH first)"
+    about = "OpenSpine: NHS Spine platform services (MESH, the OAuth2 front door)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the MESH API.
+    /// Serve every enabled service on one listener: MESH, and the front door when an app
+    /// registry is given (or with --demo).
     Serve(Box<ServeArgs>),
     /// Check a configuration without serving: loads the mailbox and workflow files, the
     /// TLS files and the admin token exactly as `serve` would, prints what it found and
@@ -39,6 +41,22 @@ enum Command {
     /// Write a throwaway CA, a server certificate and client certificates (PEM) for
     /// trying mutual TLS locally. Not for production.
     DevCerts(DevCertsArgs),
+    /// Register a development app with the front door: writes an RSA key pair, its JWKS
+    /// and a line of the app registry, and prints a signed client assertion with the curl
+    /// command that exchanges it for a token. Run again for a fresh assertion.
+    DevApp(DevAppArgs),
+}
+
+#[derive(Args)]
+struct DevAppArgs {
+    /// The app's name (letters, digits, '-' and '_').
+    name: String,
+    /// Directory holding the apps (one folder each) and their registry, apps.jsonl.
+    #[arg(long, default_value = "./dev-apps")]
+    dir: PathBuf,
+    /// The token URL the assertion is for: exactly the URL the curl calls.
+    #[arg(long, default_value = "http://127.0.0.1:8700/oauth2/token")]
+    token_url: String,
 }
 
 #[derive(Args)]
@@ -56,6 +74,10 @@ struct DevCertsArgs {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// A configuration file (TOML, see openspine.example.toml). Flags and environment
+    /// variables override what it says.
+    #[arg(long, env = "OPENSPINE_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "OPENSPINE_LISTEN", default_value = "127.0.0.1:8700")]
     listen: SocketAddr,
@@ -77,11 +99,12 @@ struct ServeArgs {
         hide_env_values = true
     )]
     shared_key: String,
-    /// Load the MESH sandbox's demo mailboxes (X26ABC1-3, password `password`) and workflows.
+    /// Demo data for every service: MESH's demo mailboxes (X26ABC1-3, password `password`)
+    /// and workflows; the front door's demo app (openspine-demo-app, whose key is public).
     #[arg(long, env = "OPENSPINE_DEMO", value_parser = boolish())]
     demo: bool,
-    /// Behave as the NHS MESH sandbox: admin endpoints on; no workflow permissions, token
-    /// replay or clock checks.
+    /// Every service behaves as its NHS sandbox: MESH's admin endpoints on, no workflow
+    /// permissions, token replay or clock checks; the front door without quotas.
     #[arg(long, env = "OPENSPINE_SANDBOX", value_parser = boolish())]
     sandbox: bool,
     /// Allowed clock difference for token timestamps, in seconds (0 turns the check off).
@@ -241,10 +264,32 @@ struct ServeArgs {
     frontdoor: frontdoor::settings::FrontDoorArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // The configuration file becomes environment variables before clap reads them, and
+    // before any thread exists (setting the environment is not thread-safe).
+    if let Some(path) = config_file::path_from_args() {
+        let command = Cli::command();
+        let serve = command
+            .find_subcommand("serve")
+            .cloned()
+            .unwrap_or_else(|| clap::Command::new("serve"));
+        if let Err(e) = config_file::apply(&path, &serve) {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let cli = Cli::parse();
-    match run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line with every cause, for an operator reading a service log; no
@@ -273,7 +318,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::DevApp(args) => dev_app(&args),
     }
+}
+
+fn dev_app(args: &DevAppArgs) -> anyhow::Result<()> {
+    let app = frontdoor::devapp::make(&args.dir, &args.name, &args.token_url)?;
+    let base = args
+        .token_url
+        .strip_suffix("/oauth2/token")
+        .unwrap_or(&args.token_url);
+    if app.created {
+        println!("app {} registered:", args.name);
+    } else {
+        println!("app {} (already registered):", args.name);
+    }
+    println!("  client id:    {}", app.client_id);
+    println!("  private key:  {}", app.private_key.display());
+    println!("  public keys:  {} (kid {})", app.jwks.display(), app.kid);
+    println!("  registry:     {}", app.registry.display());
+    println!();
+    println!("Serve with it (a running server reloads the registry on SIGHUP):");
+    println!(
+        "  openspine serve --demo --frontdoor-registry {}",
+        app.registry.display()
+    );
+    println!();
+    println!("A client assertion, valid for 5 minutes and usable once:");
+    println!("  {}", app.assertion);
+    println!();
+    println!("Exchange it for an access token:");
+    println!(
+        "  curl -s -X POST {} -d grant_type=client_credentials -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer -d client_assertion={}",
+        args.token_url, app.assertion
+    );
+    println!();
+    println!("Then call the Hello World API with it:");
+    println!(
+        "  curl -s {base}/hello-world/hello/application -H \"Authorization: Bearer <access_token>\""
+    );
+    Ok(())
 }
 
 /// Switches set by environment variable take true/false, yes/no, on/off or 1/0 (any case),

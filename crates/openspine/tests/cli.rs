@@ -271,3 +271,251 @@ fn check_config_warns_about_probable_mistakes_and_exposed_settings() {
     assert!(out.status.success());
     assert!(!said.contains("warning"), "{said}");
 }
+
+/// Every setting of `serve` (its environment variable) is in the example configuration
+/// file, in its section, and the file names nothing else.
+#[test]
+fn the_example_configuration_names_every_setting_and_only_those() {
+    let help = bin().args(["serve", "--help"]).output().expect("runs");
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let mut settings: Vec<String> = help
+        .split("OPENSPINE_")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+                .to_ascii_lowercase()
+        })
+        .filter(|k| k != "config")
+        .collect();
+    settings.sort();
+    settings.dedup();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../openspine.example.toml"
+    ))
+    .expect("openspine.example.toml at the repository root");
+    let mut keys: Vec<String> = example
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()))
+        .filter(|k| {
+            k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, settings);
+    // The file, every line uncommented, is accepted as it stands (sections and keys).
+    let dir = tempfile::tempdir().unwrap();
+    let uncommented: String = example
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest_is_setting(rest) => rest.to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = dir.path().join("all.toml");
+    std::fs::write(&file, uncommented).unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("no such setting") && !err.contains("belongs in"),
+        "{err}"
+    );
+}
+
+fn rest_is_setting(line: &str) -> bool {
+    line.split_once(" = ").is_some_and(|(k, _)| {
+        k.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+#[test]
+fn a_configuration_file_is_read_and_the_environment_and_flags_win_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openspine.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:9911\"\n\n[mesh]\nmax_chunks = 7\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen: 127.0.0.1:9911"));
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env("OPENSPINE_LISTEN", "127.0.0.1:9912")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen: 127.0.0.1:9912"));
+    let out = bin()
+        .args(["check-config", "--listen", "127.0.0.1:9913", "--config"])
+        .arg(&file)
+        .env("OPENSPINE_LISTEN", "127.0.0.1:9912")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen: 127.0.0.1:9913"));
+    // The file named by the environment works the same.
+    let out = bin()
+        .arg("check-config")
+        .env("OPENSPINE_CONFIG", &file)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen: 127.0.0.1:9911"));
+}
+
+#[test]
+fn a_misspelt_or_misplaced_setting_in_the_file_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        (
+            "[server]\nlisen = \"127.0.0.1:1\"\n",
+            "[server] lisen: no such setting",
+        ),
+        (
+            "[mesh]\nlisten = \"127.0.0.1:1\"\n",
+            "[mesh] listen: this setting belongs in [server]",
+        ),
+        ("listen = \"127.0.0.1:1\"\n", "is not a section"),
+        ("[server\n", "line 1, column 8"),
+    ] {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = bin()
+            .args(["serve", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{text:?}: {err}");
+        if !text.starts_with("[server\n") {
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+        }
+    }
+}
+
+/// The newcomer's path: `dev-app` writes a key pair and a registry line and prints an
+/// assertion; a server started with that registry exchanges it for a token that opens the
+/// Hello World API; running `dev-app` again keeps the app and prints a fresh assertion.
+#[tokio::test]
+async fn a_dev_app_gets_a_token_and_calls_hello_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("dev-apps");
+    let port = free_port();
+    let token_url = format!("http://127.0.0.1:{port}/oauth2/token");
+    let made = bin()
+        .args(["dev-app", "clinic-app", "--dir"])
+        .arg(&apps)
+        .args(["--token-url", &token_url])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let printed = String::from_utf8_lossy(&made.stdout).to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(apps.join("clinic-app/private.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the private key is readable by others");
+    }
+    let assertion = |out: &str| {
+        out.lines()
+            .skip_while(|l| !l.starts_with("A client assertion"))
+            .nth(1)
+            .map(|l| l.trim().to_string())
+            .unwrap()
+    };
+    let first = assertion(&printed);
+    let child = bin()
+        .args(["serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--frontdoor-registry")
+        .arg(apps.join("apps.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = reqwest::Client::new();
+    let exchange = |a: String| {
+        let client = client.clone();
+        let url = token_url.clone();
+        async move {
+            client
+                .post(url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", a.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let answer = exchange(first).await;
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let hello: serde_json::Value = client
+        .get(format!(
+            "http://127.0.0.1:{port}/hello-world/hello/application"
+        ))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hello["message"], "Hello Application!");
+    // Again: same app (one registry line), a new assertion that works too.
+    let again = bin()
+        .args(["dev-app", "clinic-app", "--dir"])
+        .arg(&apps)
+        .args(["--token-url", &token_url])
+        .output()
+        .unwrap();
+    let again = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(again.contains("already registered"), "{again}");
+    let registry = std::fs::read_to_string(apps.join("apps.jsonl")).unwrap();
+    assert_eq!(registry.lines().count(), 1);
+    assert_eq!(exchange(assertion(&again)).await.status(), 200);
+    // A name that is no name is refused.
+    let bad = bin()
+        .args(["dev-app", "../escape", "--dir"])
+        .arg(&apps)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("use letters, digits"), "{}", text(&bad));
+}
