@@ -11,12 +11,14 @@
 
 pub mod auth;
 pub mod clock;
+pub mod directory;
 pub mod error;
 pub mod filter;
 pub mod headers;
 pub mod ids;
 pub mod lifecycle;
 pub mod model;
+pub mod paging;
 pub mod version;
 pub mod views;
 

@@ -1,8 +1,11 @@
 //! The MESH HTTP API (API.md 3) on axum.
 //!
-//! Requests flow: router → handler (in `handlers/`, one module per endpoint group) →
-//! authentication and version negotiation (`state::begin`) → store. Every refusal is a
-//! `MeshError` rendered in one place (`error`), in the caller's API version.
+//! Requests flow: router → handler (in `handlers/`, one module per endpoint group), whose
+//! [`caller::Caller`] argument authenticates the request once (and whose token record
+//! [`caller::release_on_retry`] gives back on a retryable answer) → store, which keeps
+//! the payload-before-metadata order itself. Every refusal is a `MeshError` rendered in
+//! one place (`error`), in the caller's API version. The wire's rules (tokens, headers,
+//! the directory files, paging tokens) live in `mesh-protocol`.
 
 // MeshError carries the whole MESH error (status, event, code, description, shape) so it
 // can be rendered in either version; it is only built on the refusal path, so its size
@@ -10,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod audit;
+pub mod caller;
 pub mod config;
 pub use spine_http::conn;
 pub mod devcerts;
@@ -141,7 +145,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            state::release_retried_tokens,
+            caller::release_on_retry,
         ))
         .layer(axum::middleware::from_fn_with_state(
             metrics::REQUESTS,
@@ -159,7 +163,6 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(conn::finish_unread_body))
-        .layer(axum::middleware::from_fn(audit::scope_peer))
         .with_state(state)
 }
 

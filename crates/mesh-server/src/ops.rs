@@ -74,7 +74,6 @@ pub fn admin_router(app: AppState, tls: Option<TlsReloader>) -> Router {
             state.clone(),
             require_admin,
         ))
-        .layer(axum::middleware::from_fn(audit::scope_peer))
         .with_state(state)
 }
 
@@ -87,8 +86,11 @@ fn problem(status: StatusCode, error: &str) -> Response {
 async fn require_admin(State(state): State<OpsState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let peer = spine_http::Peer::of(&request).cloned();
+    let peer = peer.as_ref();
     let Some(expected) = state.app.config().admin_token.as_deref() else {
         audit::admin_call(
+            peer,
             &method,
             &path,
             "refused: admin API off (no admin token configured)",
@@ -106,12 +108,12 @@ async fn require_admin(State(state): State<OpsState>, request: Request, next: Ne
         .unwrap_or("");
     let matches: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes()).into();
     if !matches {
-        audit::admin_call(&method, &path, "refused: bad or missing admin token");
+        audit::admin_call(peer, &method, &path, "refused: bad or missing admin token");
         return problem(StatusCode::UNAUTHORIZED, "a valid admin token is required");
     }
     let response = next.run(request).await;
     let outcome = format!("answered {}", response.status().as_u16());
-    audit::admin_call(&method, &path, &outcome);
+    audit::admin_call(peer, &method, &path, &outcome);
     response
 }
 

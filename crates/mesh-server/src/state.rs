@@ -1,6 +1,7 @@
 //! Shared server state and the per-request context every handler starts from.
 
 use crate::audit;
+use crate::caller::{TokenKey, TokenSlot, TokenUse};
 use crate::config::{RateLimit, ServerConfig};
 use crate::directory::{Directory, DirectorySource};
 use crate::error::ApiError;
@@ -12,6 +13,7 @@ use mesh_protocol::{
 };
 use mesh_store::Store;
 use spine_http::ratelimit::KeyedRates as MailboxRates;
+use spine_http::Peer;
 use std::sync::{Arc, RwLock};
 
 /// Everything handlers share. Cheap to clone.
@@ -57,7 +59,7 @@ impl AppState {
         source: DirectorySource,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::directory::DirectoryError> {
-        let directory = Directory::load(&source)?;
+        let directory = crate::directory::load(&source)?;
         // Nodes sharing a store count requests in the store, so the limit holds across
         // all of them; a lone node counts in memory.
         let rates = config
@@ -141,7 +143,7 @@ impl AppState {
     }
 
     pub fn reload_directory(&self) -> Result<(), crate::directory::DirectoryError> {
-        let fresh = Directory::load(&self.inner.directory_source)?;
+        let fresh = crate::directory::load(&self.inner.directory_source)?;
         for warning in fresh.warnings() {
             tracing::warn!("{warning}");
         }
@@ -161,34 +163,40 @@ impl AppState {
     /// Order matters: the cheap checks (HMAC, clock, certificate, rate) come before the
     /// token is recorded in the store, so unauthenticated or throttled traffic never
     /// writes anything.
+    ///
+    /// Called by the [`crate::caller::Caller`] extractor, which hands in the connection's
+    /// peer (certificate binding, audit) and the slot where the token's record is noted
+    /// for [`crate::caller::release_on_retry`].
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         path_mailbox: &str,
+        peer: Option<&Peer>,
+        slot: Option<&TokenSlot>,
     ) -> Result<Mailbox, MeshError> {
         let value = header_text(headers, "authorization");
         let token = AuthToken::parse(value.as_deref(), path_mailbox).map_err(|e| match e {
             TokenError::Missing => {
-                audit::auth_refused(path_mailbox, "missing token");
+                audit::auth_refused(peer, path_mailbox, "missing token");
                 MeshError::auth_unreadable()
             }
             TokenError::Malformed => {
-                audit::auth_refused(path_mailbox, "malformed token");
+                audit::auth_refused(peer, path_mailbox, "malformed token");
                 MeshError::auth_unreadable()
             }
             TokenError::MailboxMismatch => {
-                audit::auth_refused(path_mailbox, "token for another mailbox");
+                audit::auth_refused(peer, path_mailbox, "token for another mailbox");
                 MeshError::auth_mailbox_mismatch()
             }
         })?;
         let directory = self.directory();
         let Some(mailbox) = directory.mailbox(path_mailbox) else {
-            audit::auth_refused(path_mailbox, "unknown mailbox");
+            audit::auth_refused(peer, path_mailbox, "unknown mailbox");
             return Err(MeshError::no_mailbox_matched());
         };
         let config = self.config();
         if !token.verify(&config.shared_key, &mailbox.password) {
-            audit::auth_refused(path_mailbox, "bad hmac");
+            audit::auth_refused(peer, path_mailbox, "bad hmac");
             return Err(MeshError::invalid_token());
         }
         let window = config
@@ -196,28 +204,33 @@ impl AppState {
             .map(|w| TimeDelta::from_std(w).unwrap_or(TimeDelta::hours(2)));
         if let Some(window) = window {
             if !token.within_window(self.now(), window) {
-                audit::auth_refused(path_mailbox, "timestamp outside the clock window");
+                audit::auth_refused(peer, path_mailbox, "timestamp outside the clock window");
                 return Err(MeshError::token_out_of_window());
             }
         }
         if !mailbox.certificate_cns.is_empty() {
-            let cn = audit::peer().and_then(|p| p.client_cn);
+            let cn = peer.and_then(|p| p.client_cn.clone());
             if !cn.is_some_and(|cn| mailbox.certificate_cns.iter().any(|c| **c == *cn)) {
-                audit::auth_refused(path_mailbox, "client certificate not bound to mailbox");
+                audit::auth_refused(
+                    peer,
+                    path_mailbox,
+                    "client certificate not bound to mailbox",
+                );
                 return Err(MeshError::certificate_not_permitted());
             }
         }
         if !mailbox.active && !config.sandbox {
-            audit::auth_refused(path_mailbox, "inactive mailbox");
+            audit::auth_refused(peer, path_mailbox, "inactive mailbox");
             return Err(MeshError::inactive_mailbox());
         }
         if let Some(rates) = &self.inner.rates {
             if let Err(wait) = rates.check(&mailbox.mailbox_id) {
-                audit::rate_limited(&mailbox.mailbox_id);
+                audit::rate_limited(peer, &mailbox.mailbox_id);
                 return Err(MeshError::rate_limited(wait.max(1)));
             }
         } else if let Some(limit) = config.rate_limit {
-            self.check_shared_rate(&mailbox.mailbox_id, limit).await?;
+            self.check_shared_rate(&mailbox.mailbox_id, limit, peer)
+                .await?;
         }
         if config.replay_check {
             // Kept for as long as the clock check would accept the token (its time, the
@@ -234,6 +247,16 @@ impl AppState {
                     .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
             });
             let count = token.nonce_count.parse::<u64>().unwrap_or(u64::MAX);
+            let key = TokenKey {
+                mailbox: token.mailbox_id.clone(),
+                nonce: token.nonce.clone(),
+                count,
+            };
+            let note = |used: TokenUse| {
+                if let Some(slot) = slot {
+                    slot.set(used);
+                }
+            };
             let first = self
                 .write_with_reserve(|| {
                     self.store().meta.use_token(
@@ -249,14 +272,14 @@ impl AppState {
                     // The insert may still have committed (a connection lost during
                     // COMMIT), so the token is given back, but off the answer's path:
                     // in an outage that second wait would only double the delay.
-                    mark_token(TokenUse::Uncertain);
+                    note(TokenUse::Uncertain(key.clone()));
                     tracing::error!(error = %e, "recording a token use failed");
                     MeshError::unavailable()
                 })?;
             if first {
-                mark_token(TokenUse::Recorded);
+                note(TokenUse::Recorded(key));
             } else {
-                audit::auth_refused(path_mailbox, "replayed token");
+                audit::auth_refused(peer, path_mailbox, "replayed token");
                 return Err(MeshError::duplicated_token());
             }
         }
@@ -269,7 +292,12 @@ impl AppState {
     /// `burst / per_second` seconds (at least one) that admits `burst` requests, counted in
     /// the store. Coarser than the in-memory token bucket, but one count per request is
     /// all it costs and no node can grant a mailbox more than its share.
-    async fn check_shared_rate(&self, mailbox: &str, limit: RateLimit) -> Result<(), MeshError> {
+    async fn check_shared_rate(
+        &self,
+        mailbox: &str,
+        limit: RateLimit,
+        peer: Option<&Peer>,
+    ) -> Result<(), MeshError> {
         let per_second = u64::from(limit.per_second.max(1));
         let burst = u64::from(limit.burst.max(limit.per_second).max(1));
         let window = burst.div_ceil(per_second).max(1) as i64;
@@ -285,86 +313,11 @@ impl AppState {
                 MeshError::unavailable()
             })?;
         if hits > burst {
-            audit::rate_limited(mailbox);
+            audit::rate_limited(peer, mailbox);
             let wait = (start + window - now).max(1) as u64;
             return Err(MeshError::rate_limited(wait));
         }
         Ok(())
-    }
-}
-
-/// What became of the current request's token in the replay record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenUse {
-    /// Not recorded: refused before the record, or replay checks are off.
-    NotRecorded,
-    Recorded,
-    /// The store failed while recording it; the record may or may not exist.
-    Uncertain,
-}
-
-tokio::task_local! {
-    static TOKEN_USE: std::cell::Cell<TokenUse>;
-}
-
-/// How long an error answer waits for its token to be given back.
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-fn mark_token(state: TokenUse) {
-    // Outside the middleware (unit tests calling `authenticate`) there is nothing to mark.
-    let _ = TOKEN_USE.try_with(|cell| cell.set(state));
-}
-
-/// Gives a token back when the answer tells the client to retry (5xx, 425, 429): the
-/// official client repeats such requests with the identical token (nonce and count).
-/// Only a token that was recorded is released, so a request refused before the record
-/// (a rate limit, an outage) costs no second store call.
-pub async fn release_retried_tokens(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let auth = header_text(request.headers(), "authorization");
-    let (response, token_use) = TOKEN_USE
-        .scope(std::cell::Cell::new(TokenUse::NotRecorded), async {
-            let response = next.run(request).await;
-            (response, TOKEN_USE.with(std::cell::Cell::get))
-        })
-        .await;
-    let status = response.status().as_u16();
-    let retried = status >= 500 || status == 425 || status == 429;
-    if !state.config().replay_check || !retried || token_use == TokenUse::NotRecorded {
-        return response;
-    }
-    let Some((mailbox, nonce, count)) = auth.as_deref().and_then(token_key) else {
-        return response;
-    };
-    let release = tokio::spawn(async move {
-        if let Err(e) = state
-            .store()
-            .meta
-            .release_token(&mailbox, &nonce, count)
-            .await
-        {
-            tracing::warn!(error = %e, "releasing a token for retry failed");
-        }
-    });
-    if token_use == TokenUse::Recorded {
-        // Before the answer, as the client may retry the moment it has it; but a store
-        // that is not answering would only add its whole timeout to an answer that is
-        // already an error, so after a short wait the release finishes on its own.
-        let _ = tokio::time::timeout(RELEASE_WAIT, release).await;
-    }
-    response
-}
-
-/// Mailbox, nonce and count of an `NHSMESH mailbox:nonce:count:timestamp:hmac` header.
-fn token_key(auth: &str) -> Option<(String, String, u64)> {
-    let rest = auth.trim().get(8..)?;
-    let parts: Vec<&str> = rest.split(':').collect();
-    match (parts.len(), parts.get(2).map(|c| c.parse::<u64>())) {
-        (5, Some(Ok(count))) => Some((parts[0].to_owned(), parts[1].to_owned(), count)),
-        _ => None,
     }
 }
 
@@ -405,19 +358,4 @@ impl Negotiated {
     pub fn err(&self, e: MeshError) -> ApiError {
         ApiError::new(e, self.shape())
     }
-}
-
-/// Authenticates and negotiates in the order the API fixes: auth (403) first, then Accept (400).
-pub async fn begin(
-    state: &AppState,
-    headers: &HeaderMap,
-    path_mailbox: &str,
-) -> Result<(Mailbox, ApiVersion), ApiError> {
-    let n = Negotiated::from_headers(headers);
-    let mailbox = state
-        .authenticate(headers, path_mailbox)
-        .await
-        .map_err(|e| n.err(e))?;
-    let version = n.version()?;
-    Ok((mailbox, version))
 }

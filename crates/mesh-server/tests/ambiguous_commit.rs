@@ -180,6 +180,9 @@ impl MetaStore for LostReply {
     async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
         self.inner.count_request(mailbox, window_start).await
     }
+    fn coordination(&self) -> std::sync::Arc<dyn spine_store::Coordination> {
+        self.inner.coordination()
+    }
     async fn mark_downloaded(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
         self.lost(self.inner.mark_downloaded(id, now).await)
     }

@@ -29,4 +29,4 @@ pub use meta::{
 pub use operator::{ActionOutcome, InboxDepth, MessageQuery, OperatorAction, StoreStats};
 pub use postgres::{PgMetaStore, PgOptions};
 pub use sqlite::SqliteMetaStore;
-pub use store::{redact_url, BackendSpec, Store, StoreConfig};
+pub use store::{redact_url, BackendSpec, ChunkAccepted, Store, StoreConfig};

@@ -211,6 +211,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// would still accept the token: after that the clock check refuses it anyway. Records
     /// that expired before `now` (the caller's clock, the one its clock check uses) are
     /// swept from time to time.
+    ///
+    /// A claim in the coordination store ([`MetaStore::coordination`]), scope
+    /// `mesh-token`: the one interface every service's use-once keys go through.
     async fn use_token(
         &self,
         mailbox: &str,
@@ -218,17 +221,41 @@ pub trait MetaStore: Send + Sync + 'static {
         count: u64,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        self.coordination()
+            .use_once(
+                TOKEN_SCOPE,
+                &token_key(mailbox, nonce, count),
+                expires_at,
+                now,
+            )
+            .await
+            .map_err(coordination_error)
+    }
 
     /// Forgets a use, so that a client retrying a request the server failed (5xx, 425,
     /// 429) with the identical token is not refused as a replay.
-    async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()>;
+    async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
+        self.coordination()
+            .release(TOKEN_SCOPE, &token_key(mailbox, nonce, count))
+            .await
+            .map_err(coordination_error)
+    }
 
     /// Takes or renews the lease `name` for `holder` until `ttl` from now, and returns
     /// whether `holder` holds it. A job that one node at a time should run (garbage
     /// collection) takes a lease first, so the lease lives where every node sees it and
     /// passes to another node when its holder dies.
-    async fn try_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool>;
+    async fn try_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        self.coordination()
+            .try_lease(name, holder, ttl)
+            .await
+            .map_err(coordination_error)
+    }
+
+    /// The coordination store this metadata store's nodes share (`spine-store`): token
+    /// replay, leases and rate windows here, and the other services' keys beside them.
+    fn coordination(&self) -> std::sync::Arc<dyn spine_store::Coordination>;
 
     /// Records that the recipient downloaded the message's last chunk, the first time only.
     /// Returns false when it was already recorded (or the message is gone).
@@ -294,5 +321,28 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Counts one request by `mailbox` in the fixed window that starts at `window_start`
     /// (Unix seconds) and returns the count so far, for a rate limit that holds across all
     /// the nodes sharing this store. Windows older than a minute are swept.
-    async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64>;
+    async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
+        self.coordination()
+            .count(
+                RATE_SCOPE,
+                mailbox,
+                window_start,
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .map_err(coordination_error)
+    }
+}
+
+/// Coordination scopes of MESH.
+const TOKEN_SCOPE: &str = "mesh-token";
+const RATE_SCOPE: &str = "mesh-rate";
+
+/// `(mailbox, nonce, count)` as one key, length-prefixed so no triple can pose as another.
+fn token_key(mailbox: &str, nonce: &str, count: u64) -> String {
+    format!("{}:{mailbox}{}:{nonce}{count}", mailbox.len(), nonce.len())
+}
+
+fn coordination_error(e: spine_store::StoreError) -> crate::error::StoreError {
+    crate::error::StoreError::Commit(e.to_string())
 }

@@ -25,7 +25,6 @@ use mesh_protocol::{Change, Event, Message, Status, WorkflowFilter};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// How the node talks to PostgreSQL.
@@ -51,12 +50,10 @@ impl Default for PgOptions {
 
 pub struct PgMetaStore {
     pub(crate) pool: PgPool,
-    /// Unix seconds of the last sweep of expired tokens and rate windows by this node.
-    last_sweep: AtomicI64,
+    /// Token replay records, leases and rate windows: the coordination store on the same
+    /// database (its own `coord_*` tables).
+    coord: std::sync::Arc<spine_store::PgCoordination>,
 }
-
-/// Expired token records are swept at most this often by each node.
-const SWEEP_SECS: i64 = 60;
 
 impl PgMetaStore {
     /// Connects and brings the schema up to date. sqlx holds a PostgreSQL advisory lock
@@ -85,39 +82,17 @@ impl PgMetaStore {
             .test_before_acquire(true)
             .connect_with(connect)
             .await?;
+        let coord = spine_store::PgCoordination::new(pool.clone())
+            .await
+            .map_err(|e| crate::StoreError::Commit(format!("coordination tables: {e}")))?;
         Ok(PgMetaStore {
             pool,
-            last_sweep: AtomicI64::new(0),
+            coord: std::sync::Arc::new(coord),
         })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    /// Deletes expired token records and old rate windows, at most once a minute per node.
-    async fn sweep_if_due(&self, clock_now: DateTime<Utc>) -> Result<()> {
-        let now = clock_now.timestamp();
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if (now - last < SWEEP_SECS && now >= last)
-            || self
-                .last_sweep
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return Ok(());
-        }
-        // The caller's clock, not the database's: a record lives exactly as long as the
-        // clock check that reads it would accept its token.
-        sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
-            .bind(clock_now - chrono::TimeDelta::seconds(crate::sqlite::TOKEN_SWEEP_MARGIN_SECS))
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM rate_windows WHERE window_start < $1")
-            .bind(Utc::now().timestamp() - 60)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 }
 
@@ -529,66 +504,8 @@ impl MetaStore for PgMetaStore {
         Ok(())
     }
 
-    async fn use_token(
-        &self,
-        mailbox: &str,
-        nonce: &str,
-        count: u64,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        self.sweep_if_due(now).await?;
-        let done = sqlx::query(
-            "INSERT INTO used_tokens (mailbox, nonce, count, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(mailbox)
-        .bind(nonce)
-        .bind(count.min(i64::MAX as u64) as i64)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
-        sqlx::query("DELETE FROM used_tokens WHERE mailbox = $1 AND nonce = $2 AND count = $3")
-            .bind(mailbox)
-            .bind(nonce)
-            .bind(count.min(i64::MAX as u64) as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) \
-             VALUES ($1, $2, now() + make_interval(secs => $3)) \
-             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
-                 expires_at = EXCLUDED.expires_at \
-             WHERE leases.expires_at < now() OR leases.holder = EXCLUDED.holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(ttl.as_secs_f64())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
-        let row = sqlx::query(
-            "INSERT INTO rate_windows (mailbox, window_start, hits) VALUES ($1, $2, 1) \
-             ON CONFLICT (mailbox, window_start) \
-             DO UPDATE SET hits = rate_windows.hits + 1 RETURNING hits",
-        )
-        .bind(mailbox)
-        .bind(window_start)
-        .fetch_one(&self.pool)
-        .await?;
-        let hits: i64 = row.try_get("hits")?;
-        Ok(hits.max(0) as u64)
+    fn coordination(&self) -> std::sync::Arc<dyn spine_store::Coordination> {
+        self.coord.clone()
     }
 
     async fn mark_downloaded(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool> {

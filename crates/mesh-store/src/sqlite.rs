@@ -18,16 +18,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mesh_protocol::filter::Kind;
 use mesh_protocol::{Change, Event, Message, Status, WorkflowFilter};
+use spine_store::{Coordination, SqliteCoordination};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqliteConnection};
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 
 pub struct SqliteMetaStore {
     pub(crate) writer: Writer,
@@ -36,241 +35,15 @@ pub struct SqliteMetaStore {
     /// counter seeded from the database at start replaces a `MAX()` query per write; a
     /// rolled-back write leaves a gap, which ordering does not mind.
     pub(crate) seq: Arc<AtomicI64>,
-    tokens: TokenLog,
+    coord: Arc<SqliteCoordination>,
 }
 
-/// Used authentication tokens (and leases and rate-limit windows), in a database file of
-/// their own beside the main one.
-///
-/// Every authenticated request records its token, so these writes are as frequent as
-/// requests. They go to their own file with `synchronous=NORMAL`: a process crash keeps
-/// them (the WAL is in the OS), a power cut may lose the last few, which at worst lets a
-/// captured token be replayed once within its two-hour window, while message writes keep
-/// their own `synchronous=FULL` commits and never queue behind token writes.
-///
-/// Concurrent uses are recorded in batches: one multi-row insert (one statement, one
-/// commit) records every use that arrived while the previous batch was being written, so
-/// the token record costs a fraction of a commit per request instead of one each.
-struct TokenLog {
-    pool: SqlitePool,
-    /// Unix seconds of the last sweep of expired records.
-    last_sweep: AtomicI64,
-    uses: mpsc::Sender<TokenUse>,
-}
-
-/// One token use waiting for the next batch.
-struct TokenUse {
-    mailbox: String,
-    nonce: String,
-    count: i64,
-    expires_at: i64,
-    reply: oneshot::Sender<Result<bool>>,
-}
-
-/// Most token uses in one insert (four parameters each, far below SQLite's limit).
-const TOKEN_BATCH: usize = 256;
-
-/// Records batches of token uses until every sender is gone.
-async fn record_token_batches(pool: SqlitePool, mut rx: mpsc::Receiver<TokenUse>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < TOKEN_BATCH {
-            match rx.try_recv() {
-                Ok(u) => batch.push(u),
-                Err(_) => break,
-            }
-        }
-        match insert_token_batch(&pool, &batch).await {
-            Ok(mut fresh) => {
-                for u in batch {
-                    // A token twice in one batch is inserted once: the first use claims it.
-                    let first = fresh.remove(&(u.mailbox, u.nonce, u.count));
-                    let _ = u.reply.send(Ok(first));
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
-                for u in batch {
-                    let _ = u.reply.send(Err(StoreError::Commit(why.clone())));
-                }
-            }
-        }
-    }
-}
-
-/// Inserts the batch and returns the uses that were new.
-async fn insert_token_batch(
-    pool: &SqlitePool,
-    batch: &[TokenUse],
-) -> Result<HashSet<(String, String, i64)>> {
-    let mut q =
-        QueryBuilder::<Sqlite>::new("INSERT INTO used_tokens (mailbox, nonce, count, expires_at) ");
-    q.push_values(batch, |mut row, u| {
-        row.push_bind(&u.mailbox)
-            .push_bind(&u.nonce)
-            .push_bind(u.count)
-            .push_bind(u.expires_at);
-    });
-    q.push(" ON CONFLICT DO NOTHING RETURNING mailbox, nonce, count");
-    let rows = q.build().fetch_all(pool).await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("mailbox")?,
-                r.try_get("nonce")?,
-                r.try_get("count")?,
-            ))
-        })
-        .collect()
-}
-
-/// Expired token records are swept at most this often.
-const TOKEN_SWEEP_SECS: i64 = 60;
-
-/// A record is swept only this long after its token stopped being accepted: the clock
-/// check and the record's insert are separate steps, and nodes' clocks differ a little,
-/// so a replay checked just before the boundary must still find the record when it
-/// inserts.
-pub(crate) const TOKEN_SWEEP_MARGIN_SECS: i64 = 300;
-
-impl TokenLog {
-    async fn open(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS used_tokens (
-                mailbox TEXT NOT NULL,
-                nonce TEXT NOT NULL,
-                count INTEGER NOT NULL,
-                expires_at INTEGER NOT NULL,
-                PRIMARY KEY (mailbox, nonce, count)
-            ) WITHOUT ROWID",
-        )
-        .execute(&pool)
-        .await?;
-        sqlx::query("CREATE INDEX IF NOT EXISTS used_tokens_expiry ON used_tokens (expires_at)")
-            .execute(&pool)
-            .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS leases (
-                name TEXT PRIMARY KEY NOT NULL,
-                holder TEXT NOT NULL,
-                expires_at INTEGER NOT NULL
-            )",
-        )
-        .execute(&pool)
-        .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS rate_windows (
-                mailbox TEXT NOT NULL,
-                window_start INTEGER NOT NULL,
-                hits INTEGER NOT NULL,
-                PRIMARY KEY (mailbox, window_start)
-            ) WITHOUT ROWID",
-        )
-        .execute(&pool)
-        .await?;
-        let (uses, rx) = mpsc::channel(4096);
-        tokio::spawn(record_token_batches(pool.clone(), rx));
-        Ok(TokenLog {
-            pool,
-            last_sweep: AtomicI64::new(0),
-            uses,
-        })
-    }
-
-    async fn record(
-        &self,
-        mailbox: &str,
-        nonce: &str,
-        count: u64,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        // The caller's clock (the one its clock check uses) decides both when to sweep
-        // and what has expired; a clock moved back sweeps at once, harmlessly.
-        let now = now.timestamp();
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if (now - last >= TOKEN_SWEEP_SECS || now < last)
-            && self
-                .last_sweep
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            sqlx::query("DELETE FROM used_tokens WHERE expires_at < ?")
-                .bind(now - TOKEN_SWEEP_MARGIN_SECS)
-                .execute(&self.pool)
-                .await?;
-            sqlx::query("DELETE FROM rate_windows WHERE window_start < ?")
-                .bind(Utc::now().timestamp() - 60)
-                .execute(&self.pool)
-                .await?;
-        }
-        let (reply, answer) = oneshot::channel();
-        let stopped = || StoreError::Commit("the token recorder has stopped".into());
-        self.uses
-            .send(TokenUse {
-                mailbox: mailbox.to_string(),
-                nonce: nonce.to_string(),
-                count: count.min(i64::MAX as u64) as i64,
-                expires_at: expires_at.timestamp(),
-                reply,
-            })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-
-    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let now = Utc::now().timestamp();
-        let done = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
-                 expires_at = excluded.expires_at
-             WHERE leases.expires_at < ? OR leases.holder = excluded.holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now.saturating_add(ttl.as_secs() as i64))
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn count(&self, mailbox: &str, window_start: i64) -> Result<u64> {
-        let row = sqlx::query(
-            "INSERT INTO rate_windows (mailbox, window_start, hits) VALUES (?, ?, 1)
-             ON CONFLICT (mailbox, window_start) DO UPDATE SET hits = hits + 1
-             RETURNING hits",
-        )
-        .bind(mailbox)
-        .bind(window_start)
-        .fetch_one(&self.pool)
-        .await?;
-        let hits: i64 = row.try_get("hits")?;
-        Ok(hits.max(0) as u64)
-    }
-
-    async fn release(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
-        sqlx::query("DELETE FROM used_tokens WHERE mailbox = ? AND nonce = ? AND count = ?")
-            .bind(mailbox)
-            .bind(nonce)
-            .bind(count.min(i64::MAX as u64) as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-}
+/// Token replay records, leases and rate windows live in the coordination store
+/// (`spine-store`), a database file of its own beside the main one, shared with the other
+/// services of the process: see [`spine_store::SqliteCoordination`] for its durability
+/// and batching. Message writes keep their own `synchronous=FULL` commits and never queue
+/// behind token writes.
+pub(crate) const COORDINATION_FILE: &str = "coordination.db";
 
 impl SqliteMetaStore {
     /// Opens (creating if needed) the database file and runs the embedded migrations.
@@ -294,18 +67,21 @@ impl SqliteMetaStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        let tokens = TokenLog::open(&path.with_extension("tokens.db")).await?;
+        let coord_path = path.with_file_name(COORDINATION_FILE);
+        let coord = SqliteCoordination::open(&coord_path)
+            .await
+            .map_err(|e| StoreError::Commit(format!("{}: {e}", coord_path.display())))?;
         Ok(SqliteMetaStore {
             writer,
             reader,
             seq: Arc::new(AtomicI64::new(last)),
-            tokens,
+            coord: Arc::new(coord),
         })
     }
 
     pub async fn close(&self) {
         self.reader.close().await;
-        self.tokens.pool.close().await;
+        self.coord.close().await;
     }
 }
 
@@ -788,29 +564,8 @@ impl MetaStore for SqliteMetaStore {
         Ok(())
     }
 
-    async fn use_token(
-        &self,
-        mailbox: &str,
-        nonce: &str,
-        count: u64,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        self.tokens
-            .record(mailbox, nonce, count, expires_at, now)
-            .await
-    }
-
-    async fn release_token(&self, mailbox: &str, nonce: &str, count: u64) -> Result<()> {
-        self.tokens.release(mailbox, nonce, count).await
-    }
-
-    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        self.tokens.lease(name, holder, ttl).await
-    }
-
-    async fn count_request(&self, mailbox: &str, window_start: i64) -> Result<u64> {
-        self.tokens.count(mailbox, window_start).await
+    fn coordination(&self) -> Arc<dyn Coordination> {
+        self.coord.clone()
     }
 
     async fn mark_downloaded(&self, message_id: &str, now: DateTime<Utc>) -> Result<bool> {

@@ -2,11 +2,14 @@
 
 use crate::blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
 use crate::error::{Result, StoreError};
-use crate::meta::{ChunkLocation, ChunkRecord, MetaStore, PurgeOutcome, PurgeSweep};
+use crate::meta::{
+    ChunkLocation, ChunkRecord, MetaStore, PurgeOutcome, PurgeSweep, PutChunkOutcome,
+};
 use crate::postgres::{PgMetaStore, PgOptions};
 use crate::sqlite::SqliteMetaStore;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use mesh_protocol::Message;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -273,6 +276,65 @@ impl Store {
         })
     }
 
+    /// A new message and its first chunk, in the one order that is safe: the payload made
+    /// durable first ([`Store::write_chunk`]), then the message committed with it. `build`
+    /// makes the message from the stored chunk's size. `Ok(None)`: the body was empty, so
+    /// no message was made and its bytes are gone.
+    ///
+    /// When the commit fails the payload is not deleted: a commit can fail in a way that
+    /// hides whether it happened (the connection drops during COMMIT), and deleting bytes
+    /// that committed metadata refers to would corrupt a message. Garbage collection
+    /// removes them later if nothing refers to them.
+    pub async fn accept_message(
+        &self,
+        message_id: &str,
+        body: ByteStream,
+        limit: u64,
+        build: impl FnOnce(u64) -> Message,
+    ) -> Result<Option<(Message, u64)>> {
+        let chunk = self.write_chunk(message_id, 1, body, limit).await?;
+        if chunk.size == 0 {
+            self.discard(&chunk).await;
+            return Ok(None);
+        }
+        let message = build(chunk.size);
+        self.meta.create_message(&message, &chunk).await?;
+        Ok(Some((message, chunk.size)))
+    }
+
+    /// One more chunk of a message being uploaded, payload first, then its record; a
+    /// chunk sent twice replaces the first, whose bytes are removed after the commit.
+    pub async fn accept_chunk(
+        &self,
+        message_id: &str,
+        number: u32,
+        body: ByteStream,
+        limit: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ChunkAccepted> {
+        let chunk = self.write_chunk(message_id, number, body, limit).await?;
+        // A failed commit leaves the bytes to garbage collection, as for a new message.
+        match self.meta.put_chunk(message_id, number, &chunk, now).await? {
+            PutChunkOutcome::Stored {
+                completed,
+                replaced,
+            } => {
+                if let Some(key) = replaced {
+                    self.discard_key(&key).await;
+                }
+                Ok(ChunkAccepted::Stored {
+                    completed,
+                    size: chunk.size,
+                })
+            }
+            PutChunkOutcome::NotUploading | PutChunkOutcome::NoSuchMessage => {
+                // Completed or reset while this chunk was being read: nothing refers to it.
+                self.discard(&chunk).await;
+                Ok(ChunkAccepted::NotUploading)
+            }
+        }
+    }
+
     /// The bytes of a stored chunk, streamed.
     pub async fn read_chunk(&self, chunk: &ChunkRecord) -> Result<ByteStream> {
         match &chunk.location {
@@ -353,4 +415,13 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// What became of a chunk given to [`Store::accept_chunk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkAccepted {
+    /// Stored; `completed` when it was the message's last missing chunk.
+    Stored { completed: bool, size: u64 },
+    /// The message is no longer being uploaded (complete, or gone): refused.
+    NotUploading,
 }

@@ -509,7 +509,7 @@ fn risky_settings(args: &ServeArgs) -> Vec<String> {
 fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
     let config = server_config(args);
     let admin = admin_token(args)?;
-    let directory = mesh_server::Directory::load(&directory_source(args))
+    let directory = mesh_server::directory::load(&directory_source(args))
         .context("loading mailboxes and workflows")?;
     let tls = load_tls(args)?;
     println!(
@@ -633,21 +633,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let tls = load_tls(&args)?;
     let front_door = if args.frontdoor.enabled(args.demo) {
-        let coord: std::sync::Arc<dyn spine_store::Coordination> = match &args.database_url {
-            Some(url) => std::sync::Arc::new(
-                spine_store::PgCoordination::connect(url, args.database_pool.clamp(1, 8))
-                    .await
-                    .with_context(|| format!("opening the coordination store ({metadata})"))?,
-            ),
-            None => {
-                let path = args.data_dir.join("coordination.db");
-                std::sync::Arc::new(
-                    spine_store::SqliteCoordination::open(&path)
-                        .await
-                        .with_context(|| format!("opening {}", path.display()))?,
-                )
-            }
-        };
+        // The one coordination store of the process, shared with MESH: the SQLite file
+        // beside MESH's (embedded) or the coord_* tables of the shared PostgreSQL.
+        let coord = state.store().meta.coordination();
         let config = args
             .frontdoor
             .config(args.demo, args.sandbox, tls.is_some());

@@ -21,19 +21,45 @@ fn service_of(name: &str) -> Option<&'static str> {
 }
 
 const ASYNC_WEB_DB: &[&str] = &[
-    "tokio", "async-std", "smol", "futures", "async-trait", "axum", "hyper", "hyper-util",
-    "tower", "tower-http", "actix-web", "warp", "reqwest", "sqlx", "rusqlite", "postgres",
-    "tokio-postgres", "object_store", "async-nats",
+    "tokio",
+    "async-std",
+    "smol",
+    "futures",
+    "async-trait",
+    "axum",
+    "hyper",
+    "hyper-util",
+    "tower",
+    "tower-http",
+    "actix-web",
+    "warp",
+    "reqwest",
+    "sqlx",
+    "rusqlite",
+    "postgres",
+    "tokio-postgres",
+    "object_store",
+    "async-nats",
 ];
 
 /// Each workspace crate and its normal (not dev or build) dependencies.
 fn workspace() -> BTreeMap<String, Vec<String>> {
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
     meta["packages"]
         .as_array()
@@ -63,7 +89,10 @@ fn protocol_crates_use_no_async_runtime_web_framework_or_database() {
         if !name.ends_with("-protocol") {
             continue;
         }
-        let bad: Vec<_> = deps.iter().filter(|d| ASYNC_WEB_DB.contains(&d.as_str())).collect();
+        let bad: Vec<_> = deps
+            .iter()
+            .filter(|d| ASYNC_WEB_DB.contains(&d.as_str()))
+            .collect();
         assert!(bad.is_empty(), "{name} depends on {bad:?}");
     }
 }
@@ -83,7 +112,9 @@ fn shared_crates_depend_on_no_service() {
 fn no_service_depends_on_another_service() {
     let ws = workspace();
     for (name, deps) in &ws {
-        let Some(mine) = service_of(name) else { continue };
+        let Some(mine) = service_of(name) else {
+            continue;
+        };
         for d in deps {
             if let Some(theirs) = service_of(d) {
                 assert_eq!(mine, theirs, "{name} ({mine}) depends on {d} ({theirs})");
@@ -96,7 +127,18 @@ fn no_service_depends_on_another_service() {
 fn the_binary_holds_no_request_logic_or_sql() {
     let ws = workspace();
     let deps = ws.get("openspine").expect("the binary crate");
-    for forbidden in ["axum", "hyper", "tower", "tower-http", "sqlx", "rusqlite", "object_store"] {
-        assert!(!deps.iter().any(|d| d == forbidden), "openspine depends on {forbidden}");
+    for forbidden in [
+        "axum",
+        "hyper",
+        "tower",
+        "tower-http",
+        "sqlx",
+        "rusqlite",
+        "object_store",
+    ] {
+        assert!(
+            !deps.iter().any(|d| d == forbidden),
+            "openspine depends on {forbidden}"
+        );
     }
 }

@@ -25,8 +25,12 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A key or value the store refuses (too long, a NUL): the caller's input.
     #[error("{0}")]
     Invalid(String),
+    /// The store could not do it now (its writer stopped, a batch failed).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

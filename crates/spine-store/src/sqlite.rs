@@ -1,29 +1,100 @@
 //! The coordination store on SQLite: a database file of its own (`coordination.db` in the
 //! data directory), in WAL mode.
 //!
-//! Two connections, two durability levels. Claims and records (a used `jti`, an issued
-//! access or refresh token) are acknowledged to a client, so they are written with
-//! `synchronous=FULL`: on disk when the call returns. Counts and leases are written with
-//! `synchronous=NORMAL`: a process crash keeps them, a power cut may lose the last few,
-//! which at worst lets a client make a few more requests in that window.
+//! Two connections, two durability levels. Records (an issued access or refresh token) are
+//! acknowledged to a client as something it holds, so they are written with
+//! `synchronous=FULL`: on disk when the call returns. Claims, counts and leases are
+//! written with `synchronous=NORMAL`: a process crash keeps them (the WAL is in the OS), a
+//! power cut may lose the last few. For a claim that means a token or `jti` used in the
+//! last moments before a power cut could be replayed once within its short life; for a
+//! count, a few more requests in that window.
+//!
+//! Claims are as frequent as requests (every MESH request records its token), so
+//! concurrent claims are written in batches: one multi-row insert, one commit, for every
+//! claim that arrived while the previous batch was being written.
 
-use crate::{check_key, Coordination, Result, SWEEP_MARGIN_SECS, SWEEP_SECS};
+use crate::{check_key, Coordination, Result, StoreError, SWEEP_MARGIN_SECS, SWEEP_SECS};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 pub struct SqliteCoordination {
-    /// `synchronous=FULL`: claims and records.
+    /// `synchronous=FULL`: records.
     durable: SqlitePool,
-    /// `synchronous=NORMAL`: counts and leases.
+    /// `synchronous=NORMAL`: claims, counts and leases.
     relaxed: SqlitePool,
     last_sweep: AtomicI64,
+    claims: mpsc::Sender<Claim>,
+}
+
+/// One claim waiting for the next batch.
+struct Claim {
+    scope: String,
+    key: String,
+    until: i64,
+    now: i64,
+    reply: oneshot::Sender<Result<bool>>,
+}
+
+/// Most claims in one insert (three parameters each, far below SQLite's limit).
+const CLAIM_BATCH: usize = 256;
+
+/// Writes batches of claims until every sender is gone.
+async fn write_claim_batches(pool: SqlitePool, mut rx: mpsc::Receiver<Claim>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < CLAIM_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        match insert_claims(&pool, &batch).await {
+            Ok(mut fresh) => {
+                for c in batch {
+                    // A key twice in one batch is claimed once: the first use wins.
+                    let won = fresh.remove(&(c.scope, c.key));
+                    let _ = c.reply.send(Ok(won));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for c in batch {
+                    let _ = c.reply.send(Err(StoreError::Unavailable(format!(
+                        "recording a claim: {why}"
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+/// Inserts the batch; returns the claims that were won. A claim that ended before the
+/// earliest `now` of the batch may be taken again (the earliest, so that no caller sees a
+/// claim end sooner than by its own clock).
+async fn insert_claims(pool: &SqlitePool, batch: &[Claim]) -> Result<HashSet<(String, String)>> {
+    let now = batch.iter().map(|c| c.now).min().unwrap_or(0);
+    let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO coord_once (scope, key, until) ");
+    q.push_values(batch, |mut row, c| {
+        row.push_bind(&c.scope).push_bind(&c.key).push_bind(c.until);
+    });
+    q.push(
+        " ON CONFLICT (scope, key) DO UPDATE SET until = excluded.until WHERE coord_once.until < ",
+    );
+    q.push_bind(now);
+    q.push(" RETURNING scope, key");
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("scope")?, r.try_get("key")?)))
+        .collect()
 }
 
 async fn pool(path: &Path, sync: SqliteSynchronous) -> Result<SqlitePool> {
@@ -63,11 +134,20 @@ impl SqliteCoordination {
             sqlx::query(ddl).execute(&durable).await?;
         }
         let relaxed = pool(path, SqliteSynchronous::Normal).await?;
+        let (claims, rx) = mpsc::channel(4096);
+        tokio::spawn(write_claim_batches(relaxed.clone(), rx));
         Ok(SqliteCoordination {
             durable,
             relaxed,
             last_sweep: AtomicI64::new(0),
+            claims,
         })
+    }
+
+    /// Closes both connections (tests that reopen the file).
+    pub async fn close(&self) {
+        self.durable.close().await;
+        self.relaxed.close().await;
     }
 
     /// Deletes rows that ended long enough ago, at most once a minute.
@@ -103,26 +183,26 @@ impl Coordination for SqliteCoordination {
     ) -> Result<bool> {
         check_key(scope, key)?;
         self.sweep_if_due(now.timestamp()).await?;
-        // A claim that ended (and was not swept yet) may be taken again.
-        let done = sqlx::query(
-            "INSERT INTO coord_once (scope, key, until) VALUES (?, ?, ?)
-             ON CONFLICT (scope, key) DO UPDATE SET until = excluded.until
-             WHERE coord_once.until < ?",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(until.timestamp())
-        .bind(now.timestamp())
-        .execute(&self.durable)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Unavailable("the claim writer has stopped".into());
+        self.claims
+            .send(Claim {
+                scope: scope.to_string(),
+                key: key.to_string(),
+                until: until.timestamp(),
+                now: now.timestamp(),
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn release(&self, scope: &str, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM coord_once WHERE scope = ? AND key = ?")
             .bind(scope)
             .bind(key)
-            .execute(&self.durable)
+            .execute(&self.relaxed)
             .await?;
         Ok(())
     }

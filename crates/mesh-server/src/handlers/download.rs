@@ -1,8 +1,9 @@
 //! Download by chunk and HEAD metadata (API.md 3.4–3.6, 4.5, 5.5, 5.6).
 
 use super::upper;
+use crate::caller::Caller;
 use crate::error::{store_error, ApiError};
-use crate::state::{begin, header_text, AppState};
+use crate::state::{header_text, AppState};
 use async_compression::tokio::bufread::GzipDecoder;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use mesh_protocol::headers::{accepts_gzip, raw};
 use mesh_protocol::views::download_headers;
-use mesh_protocol::{ApiVersion, Mailbox, MeshError, MessageType, Status};
+use mesh_protocol::{ApiVersion, MeshError, MessageType, Status};
 use std::io::Write;
 use tokio_util::io::{ReaderStream, StreamReader};
 
@@ -23,17 +24,19 @@ const ON_THE_FLY_GZIP_MAX: u64 = 1024 * 1024;
 pub async fn download_first(
     state: State<AppState>,
     Path((mailbox, message_id)): Path<(String, String)>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(state, mailbox, message_id, "1".into(), headers).await
+    download(state, mailbox, message_id, "1".into(), caller, headers).await
 }
 
 pub async fn download_chunk(
     state: State<AppState>,
     Path((mailbox, message_id, chunk)): Path<(String, String, String)>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(state, mailbox, message_id, chunk, headers).await
+    download(state, mailbox, message_id, chunk, caller, headers).await
 }
 
 fn with_headers(mut response: Response, pairs: Vec<(&'static str, String)>) -> Response {
@@ -52,11 +55,12 @@ async fn download(
     mailbox: String,
     message_id: String,
     chunk: String,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
     let message_id = upper(&message_id);
-    let (_, version) = begin(&state, &headers, &mailbox).await?;
+    let version = caller.version()?;
     let err = |e| ApiError::new(e, version);
     let number = super::chunk_number(&chunk).map_err(err)?;
     let found = match mesh_protocol::ids::plausible(&message_id) {
@@ -71,6 +75,7 @@ async fn download(
     let (message, record) = found.ok_or_else(|| err(MeshError::message_does_not_exist()))?;
     if message.recipient.mailbox_id != mailbox {
         crate::audit::cross_mailbox(
+            caller.peer.as_ref(),
             &mailbox,
             "download of another mailbox's message",
             &message_id,
@@ -310,17 +315,13 @@ async fn mark_downloaded(state: &AppState, message: &mesh_protocol::Message) {
 /// anyone else gets 404 (API.md 3.6).
 pub async fn head(
     State(state): State<AppState>,
-    Path((mailbox, message_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_, message_id)): Path<(String, String)>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    let mailbox = upper(&mailbox);
     let message_id = upper(&message_id);
-    let n = crate::state::Negotiated::from_headers(&headers);
-    let caller: Mailbox = state
-        .authenticate(&headers, &mailbox)
-        .await
-        .map_err(|e| n.err(e))?;
-    let version = n.shape();
+    let version = caller.shape();
+    let peer = caller.peer.clone();
+    let caller = caller.mailbox;
     let err = |e| ApiError::new(e, version);
     let message = super::find_message(&state, &message_id, version)
         .await?
@@ -329,6 +330,7 @@ pub async fn head(
     let is_recipient = message.recipient.mailbox_id == caller.mailbox_id;
     if !is_sender && !is_recipient {
         crate::audit::cross_mailbox(
+            peer.as_ref(),
             &caller.mailbox_id,
             "status of another mailbox's message",
             &message_id,

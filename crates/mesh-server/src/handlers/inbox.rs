@@ -1,24 +1,24 @@
 //! Handshake, inbox listing and count, acknowledgement (API.md 3.1–3.3, 3.7).
 
 use super::{empty, form_encode, json, upper};
+use crate::caller::Caller;
 use crate::error::{store_error, ApiError};
-use crate::state::{begin, header_text, AppState};
+use crate::state::{header_text, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use base64::Engine;
 use mesh_protocol::{ApiVersion, MeshError, WorkflowFilter};
 use mesh_store::AckOutcome;
 use serde_json::json;
 
 /// `POST|GET /messageexchange/{mailbox}`: validates credentials and connectivity.
 pub async fn handshake(
-    State(state): State<AppState>,
     Path(mailbox): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (_, version) = begin(&state, &headers, &mailbox).await?;
+    let version = caller.version()?;
     for name in ["mex-clientversion", "mex-osname", "mex-osversion"] {
         if headers.get(name).is_none() {
             return Err(ApiError::new(MeshError::missing("header", name), version));
@@ -38,29 +38,9 @@ pub async fn handshake(
 
 /// `POST /messageexchange/{mailbox}/update` (undocumented, API.md 3.15): the sandbox
 /// authenticates and does nothing; some client builds call it, so it answers the same.
-pub async fn update(
-    State(state): State<AppState>,
-    Path(mailbox): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let mailbox = upper(&mailbox);
-    begin(&state, &headers, &mailbox).await?;
+pub async fn update(caller: Caller) -> Result<Response, ApiError> {
+    caller.version()?;
     Ok(empty(StatusCode::OK))
-}
-
-/// Where the next page starts, carried in v2's opaque `continue_from` token.
-fn encode_token(mailbox: &str, seq: i64) -> String {
-    let raw = json!({"mailbox": mailbox, "after": seq}).to_string();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_token(mailbox: &str, token: &str) -> Option<i64> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim_end_matches('='))
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    (v.get("mailbox")?.as_str()? == mailbox).then_some(())?;
-    v.get("after")?.as_i64()
 }
 
 /// `GET /messageexchange/{mailbox}/inbox`: accepted messages, oldest first (API.md 3.2).
@@ -68,10 +48,10 @@ pub async fn list(
     State(state): State<AppState>,
     Path(mailbox): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (_, version) = begin(&state, &headers, &mailbox).await?;
+    let version = caller.version()?;
     let param = |name: &str| {
         query
             .iter()
@@ -113,7 +93,7 @@ pub async fn list(
         None => None,
         Some(from) => {
             check_len("continue_from", from, 24, 1000)?;
-            match decode_token(&mailbox, from) {
+            match mesh_protocol::paging::decode_inbox_token(&mailbox, from) {
                 Some(seq) => Some(seq),
                 // v1 resumes after a message id; unknown ids start from the top (SBX).
                 None if mesh_protocol::ids::plausible(from) => meta
@@ -161,7 +141,9 @@ pub async fn list(
         let mut next = query_parts.clone();
         next.push(format!(
             "continue_from={}",
-            form_encode(&encode_token(&mailbox, last.seq))
+            form_encode(&mesh_protocol::paging::encode_inbox_token(
+                &mailbox, last.seq
+            ))
         ));
         links["next"] = json!(with(&next));
     }
@@ -185,10 +167,10 @@ pub async fn list(
 pub async fn count(
     State(state): State<AppState>,
     Path(mailbox): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (_, version) = begin(&state, &headers, &mailbox).await?;
+    let version = caller.version()?;
     let n = state
         .store()
         .meta
@@ -210,11 +192,11 @@ pub async fn count(
 pub async fn acknowledge(
     State(state): State<AppState>,
     Path((mailbox, message_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
     let message_id = upper(&message_id);
-    let (_, version) = begin(&state, &headers, &mailbox).await?;
+    let version = caller.version()?;
     let err = |e| ApiError::new(e, version);
     let outcome = match mesh_protocol::ids::plausible(&message_id) {
         true => state
@@ -231,7 +213,12 @@ pub async fn acknowledge(
     match outcome {
         AckOutcome::NoSuchMessage => return Err(err(MeshError::message_does_not_exist())),
         AckOutcome::NotRecipient => {
-            crate::audit::cross_mailbox(&mailbox, "ack of another mailbox's message", &message_id);
+            crate::audit::cross_mailbox(
+                caller.peer.as_ref(),
+                &mailbox,
+                "ack of another mailbox's message",
+                &message_id,
+            );
             return Err(err(MeshError::forbidden()));
         }
         AckOutcome::Acknowledged => {

@@ -57,21 +57,7 @@ pub async fn find_message(
         .map_err(|e| crate::error::store_error(e, version))
 }
 
-/// A `{chunk_number}` path value: an integer ≥ 1, else the framework 400 (API.md 3.5).
-pub fn chunk_number(value: &str) -> Result<u32, mesh_protocol::MeshError> {
-    value
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| {
-            mesh_protocol::MeshError::validation(
-                "greater_than_equal",
-                &["path", "chunk_number"],
-                "Input should be an integer greater than or equal to 1",
-            )
-        })
-}
+pub use mesh_protocol::paging::chunk_number;
 
 /// A `max_results` query value within `min..=max`, or the framework's 422-style
 /// validation error the sandbox gives for it (API.md 6.1.3). `None` when absent.

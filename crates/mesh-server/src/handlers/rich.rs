@@ -3,17 +3,17 @@
 //! so do the sandbox's own tests. They ignore `Accept` and always answer in the v2 type.
 
 use super::{form_encode, json_typed, upper};
+use crate::caller::Caller;
 use crate::error::{store_error, ApiError};
-use crate::state::{AppState, Negotiated};
+use crate::state::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use mesh_protocol::views::{iso_time, rich_inbox_entry, rich_outbox_entry};
 use mesh_protocol::{ApiVersion, MeshError};
 use mesh_store::Side;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The page size rules of each view, as the sandbox has them.
 struct Paging {
@@ -38,18 +38,18 @@ pub async fn inbox(
     state: State<AppState>,
     path: Path<String>,
     query: Query<Vec<(String, String)>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    view(state, path, query, headers, Side::Inbox).await
+    view(state, path, query, caller, Side::Inbox).await
 }
 
 pub async fn outbox(
     state: State<AppState>,
     path: Path<String>,
     query: Query<Vec<(String, String)>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    view(state, path, query, headers, Side::Outbox).await
+    view(state, path, query, caller, Side::Outbox).await
 }
 
 /// ISO 8601 as the sandbox's `isoparse` reads it: with or without a zone (no zone is
@@ -74,32 +74,14 @@ fn parse_start(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-fn encode_cursor(id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({ "before": id }).to_string())
-}
-
-fn decode_cursor(token: &str) -> Option<String> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim().trim_end_matches('='))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&raw).ok()?;
-    let id = v.get("before")?.as_str()?;
-    mesh_protocol::ids::plausible(id).then(|| id.to_string())
-}
-
 async fn view(
     State(state): State<AppState>,
     Path(mailbox): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
+    _caller: Caller,
     side: Side,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let n = Negotiated::from_headers(&headers);
-    state
-        .authenticate(&headers, &mailbox)
-        .await
-        .map_err(|e| n.err(e))?;
     let v = ApiVersion::V2;
     let param = |name: &str| {
         query
@@ -130,13 +112,15 @@ async fn view(
     };
     let before = match param("continue_from") {
         None => None,
-        Some(token) => Some(decode_cursor(token).ok_or_else(|| {
-            bad(
-                "value_error",
-                "continue_from",
-                "continue_from is not a valid paging token",
-            )
-        })?),
+        Some(token) => Some(
+            mesh_protocol::paging::decode_rich_cursor(token).ok_or_else(|| {
+                bad(
+                    "value_error",
+                    "continue_from",
+                    "continue_from is not a valid paging token",
+                )
+            })?,
+        ),
     };
     let mut page = state
         .store()
@@ -162,7 +146,7 @@ async fn view(
     if let (true, Some(last)) = (more, page.last()) {
         links["next"] = json!(format!(
             "{base}&continue_from={}",
-            form_encode(&encode_cursor(&last.message_id))
+            form_encode(&mesh_protocol::paging::encode_rich_cursor(&last.message_id))
         ));
     }
     let body = json!({
@@ -192,7 +176,16 @@ mod tests {
     #[test]
     fn cursor_round_trips_and_refuses_junk() {
         let id = "20261204090000000000_ABCDEF";
-        assert_eq!(decode_cursor(&encode_cursor(id)).as_deref(), Some(id));
-        assert_eq!(decode_cursor("not a token at all, sorry"), None);
+        assert_eq!(
+            mesh_protocol::paging::decode_rich_cursor(&mesh_protocol::paging::encode_rich_cursor(
+                id
+            ))
+            .as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            mesh_protocol::paging::decode_rich_cursor("not a token at all, sorry"),
+            None
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Sending: the first (or only) chunk, and chunks 2…n (API.md 3.8, 3.9).
 
 use super::{json, json_typed, upper};
+use crate::caller::Caller;
 use crate::error::{store_error, ApiError};
-use crate::state::{begin, header_text, AppState};
+use crate::state::{header_text, AppState};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,7 +15,7 @@ use mesh_protocol::{
     ApiVersion, ChunkRange, Event, Mailbox, MeshError, Message, MessageType, Metadata, SendHeaders,
     Status,
 };
-use mesh_store::{ByteStream, PutChunkOutcome, StoreError};
+use mesh_store::{ByteStream, ChunkAccepted, StoreError};
 use serde_json::json;
 
 fn body_stream(body: Body) -> ByteStream {
@@ -153,11 +154,13 @@ fn new_message_id(now: chrono::DateTime<Utc>) -> String {
 pub async fn send(
     State(state): State<AppState>,
     Path(mailbox): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (sender, version) = begin(&state, &headers, &mailbox).await?;
+    let version = caller.version()?;
+    let sender = caller.mailbox.clone();
     let err = |e| ApiError::new(e, version);
     refuse_on_low_disk(&state, &mailbox).map_err(err)?;
     // Byte for byte (`raw`): what the sender put in a Mex header comes back on download.
@@ -190,28 +193,20 @@ pub async fn send(
 
     let message_id = new_message_id(state.now());
     let store = state.store();
-    let chunk = store
-        .write_chunk(&message_id, 1, body_for(body, &h.content_encoding), limit)
-        .await
-        .map_err(|e| store_error(e, version))?;
-    if chunk.size == 0 {
-        store.discard(&chunk).await;
-        return Err(err(MeshError::missing_data_file()));
-    }
     let now = state.now();
     let single = h.total_chunks == 1;
-    let message = Message {
+    let build = |size: u64| Message {
         message_id: message_id.clone(),
         sender: sender.party(),
         recipient: recipient.party(),
         workflow_id: h.workflow_id,
         message_type: MessageType::Data,
         total_chunks: h.total_chunks,
-        file_size: if single { chunk.size } else { 0 },
+        file_size: if single { size } else { 0 },
         metadata: Metadata {
             subject: h.subject,
             content_type: h.content_type,
-            content_encoding: h.content_encoding,
+            content_encoding: h.content_encoding.clone(),
             file_name: h.file_name,
             local_id: h.local_id,
             partner_id: h.partner_id,
@@ -231,15 +226,21 @@ pub async fn send(
         expires: mesh_protocol::lifecycle::later(now, config.lifecycle.inbox_period()),
         downloaded: None,
     };
-    if let Err(e) = store.meta.create_message(&message, &chunk).await {
-        // Not discarded: a commit can fail in a way that hides whether it happened (the
-        // database connection drops during COMMIT), and deleting a payload that committed
-        // metadata refers to would corrupt a message. Garbage collection removes the
-        // payload later if nothing refers to it.
-        return Err(store_error(e, version));
-    }
+    // Payload durable first, then the message: the store keeps that order.
+    let accepted = store
+        .accept_message(
+            &message_id,
+            body_for(body, &h.content_encoding),
+            limit,
+            build,
+        )
+        .await
+        .map_err(|e| store_error(e, version))?;
+    let Some((message, size)) = accepted else {
+        return Err(err(MeshError::missing_data_file()));
+    };
     metrics::counter!("mesh_chunks_received_total").increment(1);
-    metrics::counter!("mesh_bytes_received_total").increment(chunk.size);
+    metrics::counter!("mesh_bytes_received_total").increment(size);
     if single {
         metrics::counter!("mesh_messages_accepted_total").increment(1);
     }
@@ -262,12 +263,13 @@ pub async fn send(
 pub async fn upload_chunk(
     State(state): State<AppState>,
     Path((mailbox, message_id, chunk_number)): Path<(String, String, String)>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
     let message_id = upper(&message_id);
-    let (_, version) = begin(&state, &headers, &mailbox).await?;
+    let version = caller.version()?;
     let err = |e| ApiError::new(e, version);
     refuse_on_low_disk(&state, &mailbox).map_err(err)?;
     let number = super::chunk_number(&chunk_number).map_err(err)?;
@@ -283,7 +285,12 @@ pub async fn upload_chunk(
         .await?
         .ok_or_else(|| err(MeshError::not_found()))?;
     if message.sender.mailbox_id != mailbox {
-        crate::audit::cross_mailbox(&mailbox, "chunk for another mailbox's message", &message_id);
+        crate::audit::cross_mailbox(
+            caller.peer.as_ref(),
+            &mailbox,
+            "chunk for another mailbox's message",
+            &message_id,
+        );
         return Err(err(MeshError::forbidden()));
     }
     if message.status() != Status::Uploading {
@@ -311,24 +318,21 @@ pub async fn upload_chunk(
         .max_chunk_size
         .min(config.max_message_size.saturating_sub(stored));
     check_declared_length(&headers, limit).map_err(err)?;
-    let chunk = store
-        .write_chunk(&message_id, number, body_for(body, &encoding), limit)
+    // Payload durable first, then its record: the store keeps that order.
+    let outcome = store
+        .accept_chunk(
+            &message_id,
+            number,
+            body_for(body, &encoding),
+            limit,
+            state.now(),
+        )
         .await
         .map_err(|e| store_error(e, version))?;
-    let outcome = store
-        .meta
-        .put_chunk(&message_id, number, &chunk, state.now())
-        .await;
     match outcome {
-        Ok(PutChunkOutcome::Stored {
-            completed,
-            replaced,
-        }) => {
-            if let Some(key) = replaced {
-                store.discard_key(&key).await;
-            }
+        ChunkAccepted::Stored { completed, size } => {
             metrics::counter!("mesh_chunks_received_total").increment(1);
-            metrics::counter!("mesh_bytes_received_total").increment(chunk.size);
+            metrics::counter!("mesh_bytes_received_total").increment(size);
             if completed {
                 metrics::counter!("mesh_messages_accepted_total").increment(1);
                 tracing::info!(
@@ -338,15 +342,7 @@ pub async fn upload_chunk(
                 );
             }
         }
-        Ok(PutChunkOutcome::NotUploading) | Ok(PutChunkOutcome::NoSuchMessage) => {
-            // Completed or reset while this chunk was being read: nothing refers to it.
-            store.discard(&chunk).await;
-            return Err(err(MeshError::already_complete()));
-        }
-        Err(e) => {
-            // Left to garbage collection, as for a failed send: the commit may have happened.
-            return Err(store_error(e, version));
-        }
+        ChunkAccepted::NotUploading => return Err(err(MeshError::already_complete())),
     }
     let body = match version {
         ApiVersion::V1 => json!({"messageID": message_id, "blockID": number}),

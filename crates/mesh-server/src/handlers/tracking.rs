@@ -1,10 +1,11 @@
 //! Tracking a sent message, by id or by the sender's local id (API.md 3.10, 3.11).
 
 use super::{json, json_typed, upper};
+use crate::caller::Caller;
 use crate::error::{store_error, ApiError};
-use crate::state::{begin, AppState};
+use crate::state::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use mesh_protocol::headers::raw;
 use mesh_protocol::views::{tracking_v1, tracking_v2};
@@ -16,10 +17,10 @@ pub async fn by_message_id(
     State(state): State<AppState>,
     Path(mailbox): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let mailbox = upper(&mailbox);
-    let (_, version) = begin(&state, &headers, &mailbox).await?;
+    let version = caller.version()?;
     let err = |e| ApiError::new(e, version);
     let id = query
         .iter()
@@ -33,7 +34,12 @@ pub async fn by_message_id(
         .filter(|m| {
             let own = m.sender.mailbox_id == mailbox;
             if !own {
-                crate::audit::cross_mailbox(&mailbox, "tracking of another mailbox's message", &id);
+                crate::audit::cross_mailbox(
+                    caller.peer.as_ref(),
+                    &mailbox,
+                    "tracking of another mailbox's message",
+                    &id,
+                );
             }
             own
         })
@@ -60,7 +66,7 @@ pub async fn by_message_id(
 pub async fn by_local_id(
     State(state): State<AppState>,
     uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     // `/messageexchange/{mailbox}/outbox/tracking/{local_id}`, as routed.
     let segments: Vec<&str> = uri.path().split('/').collect();
@@ -72,12 +78,7 @@ pub async fn by_local_id(
     };
     let mailbox = upper(&String::from_utf8_lossy(&decoded(2)));
     let local_id = raw::decode(&decoded(5));
-    let n = crate::state::Negotiated::from_headers(&headers);
-    state
-        .authenticate(&headers, &mailbox)
-        .await
-        .map_err(|e| n.err(e))?;
-    let version = n.shape();
+    let version = caller.shape();
     let found = state
         .store()
         .meta
