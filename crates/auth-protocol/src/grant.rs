@@ -115,7 +115,9 @@ impl Assertion {
         })
     }
 
-    /// Row 14 (after the `jti` lookup of row 13).
+    /// Row 14. The front door checks it before the `jti` claim of row 13 (one atomic
+    /// claim that is both the lookup and the record): an assertion refused here never
+    /// burns its `jti`, as on the platform, where the record comes after row 14.
     pub fn check_not_too_far(&self, now: i64) -> Result<(), OAuthError> {
         if self.exp > now.saturating_add(MAX_ASSERTION_AHEAD_SECS) {
             return Err(OAuthError::ASSERTION_EXP_TOO_FAR);

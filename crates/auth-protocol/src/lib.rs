@@ -4,6 +4,7 @@
 //! I/O (the registry, the JWKS fetch, the coordination store).
 
 pub mod error;
+pub mod gateway;
 pub mod grant;
 pub mod jwt;
 pub mod limits;

@@ -22,6 +22,16 @@ pub enum TokenKind {
     NhsLogin,
 }
 
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Application => "application",
+            TokenKind::Cis2 => "cis2",
+            TokenKind::NhsLogin => "nhs-login",
+        }
+    }
+}
+
 /// An access token's meaning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {

@@ -11,7 +11,7 @@
 use crate::token::SCOPE_ACCESS;
 use crate::FrontDoor;
 use auth_protocol::limits::{self, ApiLimits};
-use auth_protocol::scopes::{access_mode, AccessMode, AccessRule};
+use auth_protocol::scopes::{access_mode, AccessMode};
 use auth_protocol::{TokenKind, TokenRecord};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
@@ -27,36 +27,7 @@ use std::time::Duration;
 const SCOPE_QUOTA: &str = "frontdoor-quota";
 const SCOPE_SPIKE: &str = "frontdoor-spike";
 
-/// How an API words its refusals: the platform's own fault JSON (an API with no error
-/// format of its own), or a FHIR OperationOutcome (PDS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorStyle {
-    Plain,
-    Fhir,
-}
-
-/// What a protected API declares to the layer.
-#[derive(Debug, Clone)]
-pub struct Protected {
-    /// The API's name in products and rate limits (`personal-demographics`).
-    pub api: &'static str,
-    /// Scope → access mode, later rules winning (API.md 7).
-    pub rules: Vec<AccessRule>,
-    pub style: ErrorStyle,
-    /// Limits for every app without its own (API.md 9: PDS 5 per second).
-    pub default_limits: ApiLimits,
-}
-
-/// Who is calling, for the handlers behind the layer.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub token: Arc<TokenRecord>,
-    pub mode: AccessMode,
-    pub app_name: String,
-    pub asid: Option<String>,
-    /// The app's switches for this API (`apim-app-flow-vars`).
-    pub flags: Option<serde_json::Value>,
-}
+pub use auth_protocol::gateway::{Caller, ErrorStyle, Protected};
 
 struct LayerState {
     fd: FrontDoor,
@@ -112,6 +83,26 @@ struct Fhir {
     spine_code: &'static str,
     display: &'static str,
     diagnostics: String,
+}
+
+/// The store behind tokens and quotas did not answer: 503, never a pass. A quota that
+/// cannot be counted is not waived.
+fn unavailable(style: ErrorStyle, e: spine_store::StoreError) -> Response {
+    tracing::error!(error = %e, "bearer layer: coordination store");
+    refusal(
+        style,
+        StatusCode::SERVICE_UNAVAILABLE,
+        fault(
+            "Service Unavailable",
+            "messaging.adaptors.http.flow.ServiceUnavailable",
+        ),
+        Fhir {
+            code: "timeout",
+            spine_code: "SERVICE_UNAVAILABLE",
+            display: "Service unavailable",
+            diagnostics: "The token store did not answer; retry.".into(),
+        },
+    )
 }
 
 fn fault(faultstring: &str, errorcode: &str) -> serde_json::Value {
@@ -277,23 +268,7 @@ async fn admit(
     let record = match layer.fd.coord().get(SCOPE_ACCESS, &token, now).await {
         Ok(Some(v)) => serde_json::from_str::<TokenRecord>(&v).ok(),
         Ok(None) => None,
-        Err(e) => {
-            tracing::error!(error = %e, "bearer layer: coordination store");
-            return Err(refusal(
-                style,
-                StatusCode::SERVICE_UNAVAILABLE,
-                fault(
-                    "Service Unavailable",
-                    "messaging.adaptors.http.flow.ServiceUnavailable",
-                ),
-                Fhir {
-                    code: "timeout",
-                    spine_code: "SERVICE_UNAVAILABLE",
-                    display: "Service unavailable",
-                    diagnostics: "The token store did not answer; retry.".into(),
-                },
-            ));
-        }
+        Err(e) => return Err(unavailable(style, e)),
     };
     let Some(record) = record else {
         audit_refusal(api.api, "invalid_token", "", source);
@@ -374,6 +349,11 @@ async fn admit(
         "nhse-pds-custom-attributes",
     ] {
         headers.remove(name);
+    }
+    // A healthcare worker's role is checked by the service against the user's roles;
+    // every other mode has no role to claim (API.md 8).
+    if mode != AccessMode::UserRestricted {
+        headers.remove("nhsd-session-urid");
     }
     let message_id = uuid::Uuid::new_v4().to_string();
     let set = |headers: &mut axum::http::HeaderMap, name: &'static str, value: &str| {
@@ -473,7 +453,7 @@ async fn enforce(
             .coord()
             .count(SCOPE_SPIKE, &key, start, Duration::from_secs(window))
             .await
-            .unwrap_or(0);
+            .map_err(|e| unavailable(style, e))?;
         if hits > rate {
             audit_refusal(layer.api.api, "spike_arrest", client_id, source);
             return Err(too_many(
@@ -491,7 +471,7 @@ async fn enforce(
                 .coord()
                 .count(SCOPE_QUOTA, &key, start, Duration::from_secs(window))
                 .await
-                .unwrap_or(0);
+                .map_err(|e| unavailable(style, e))?;
             if hits > quota.limit {
                 audit_refusal(layer.api.api, "quota", client_id, source);
                 return Err(too_many(

@@ -106,11 +106,15 @@ pub fn make(dir: &Path, name: &str, token_url: &str) -> Result<DevApp, DevAppErr
             }],
         });
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&registry)
-            .map_err(file_error(&registry))?;
+        // The registry holds client secrets: created readable by its owner only.
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&registry).map_err(file_error(&registry))?;
         writeln!(file, "{entry}").map_err(file_error(&registry))?;
         let m = json!({"client_id": client_id, "client_secret": client_secret, "kid": kid});
         // It holds the client secret: the owner's only, as the key is.

@@ -56,6 +56,10 @@ pub fn router(fd: FrontDoor) -> Router {
         .layer(axum::middleware::from_fn(
             spine_http::ids::mirror_request_ids,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::token::REQUESTS,
+            spine_http::metrics::track,
+        ))
 }
 
 async fn world() -> Response {

@@ -109,9 +109,15 @@ impl JwksCache {
         {
             return Err(format!("{url}: larger than {MAX_JWKS_BYTES} bytes"));
         }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("{url}: larger than {MAX_JWKS_BYTES} bytes"));
+        // Read piece by piece and stop at the limit: a server that sends no length must
+        // not make the front door hold an endless body.
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(piece) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + piece.len() > MAX_JWKS_BYTES {
+                return Err(format!("{url}: larger than {MAX_JWKS_BYTES} bytes"));
+            }
+            body.extend_from_slice(&piece);
         }
         Jwks::parse(&body).ok_or_else(|| format!("{url}: not a JWKS document"))
     }

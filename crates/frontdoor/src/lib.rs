@@ -34,7 +34,7 @@ pub struct IdentityProvider {
 }
 
 /// The front door's settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FrontDoorConfig {
     /// The JSON-lines app registry; `None` with `demo` serves the demo app alone.
     pub registry: Option<PathBuf>,
@@ -55,6 +55,9 @@ pub struct FrontDoorConfig {
     /// Token-endpoint requests per app per minute (API.md 9: the token service's own
     /// default, 300).
     pub token_quota_per_minute: u64,
+    /// A request body that sends nothing for this long is abandoned (the listener's
+    /// setting, shared with every service).
+    pub body_idle_timeout: std::time::Duration,
 }
 
 /// The demo app: a fixed client id and a key pair whose private half is in the
@@ -110,6 +113,11 @@ impl FrontDoor {
                 jwks: jwks::JwksCache::new(),
             }),
         })
+    }
+
+    /// The registry `config` names, as the server would load it (for `check-config`).
+    pub fn registry_from(config: &FrontDoorConfig) -> Result<Registry, RegistryError> {
+        Self::load_registry(config)
     }
 
     fn load_registry(config: &FrontDoorConfig) -> Result<Registry, RegistryError> {
@@ -182,11 +190,42 @@ impl FrontDoor {
     }
 }
 
+impl Default for FrontDoorConfig {
+    fn default() -> Self {
+        FrontDoorConfig {
+            registry: None,
+            demo: false,
+            sandbox: false,
+            cis2: None,
+            nhs_login: None,
+            public_base_url: None,
+            scheme: "http",
+            status_api_key: None,
+            token_quota_per_minute: 300,
+            body_idle_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// Every route of the front door (the token service and the Hello World API), for the
-/// binary to merge into the listener's router.
+/// binary to merge into the listener's router: with the listener's body deadline, a
+/// request span, and a panic turned into a 500 instead of a dropped connection.
 pub fn router(fd: FrontDoor) -> axum::Router {
+    let idle = fd.config().body_idle_timeout;
     token::router(fd.clone())
         .merge(hello::router(fd))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+                    tracing::info_span!(
+                        "request",
+                        service = "frontdoor",
+                        method = spine_http::metrics::method_label(request.method()),
+                    )
+                })
+                .on_failure(()),
+        )
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
 }
 

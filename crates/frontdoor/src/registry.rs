@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// One registered application.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct App {
     /// The API key: `iss` = `sub` of its client assertions.
@@ -155,7 +155,24 @@ impl Registry {
     }
 }
 
-/// Written by hand so that a client secret cannot reach a log through `{:?}` of a list.
+/// Written by hand so that the client secret cannot reach a log through `{:?}`.
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("client_id", &self.client_id)
+            .field("name", &self.name)
+            .field("status", &self.status)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwks_url", &self.jwks_url)
+            .field("asid", &self.asid)
+            .field("products", &self.products)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Display for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.name, self.client_id)

@@ -51,7 +51,13 @@ impl FrontDoorArgs {
         self.frontdoor || self.frontdoor_registry.is_some() || demo
     }
 
-    pub fn config(&self, demo: bool, sandbox: bool, tls: bool) -> FrontDoorConfig {
+    pub fn config(
+        &self,
+        demo: bool,
+        sandbox: bool,
+        tls: bool,
+        body_idle_timeout: std::time::Duration,
+    ) -> FrontDoorConfig {
         let idp = |issuer: &Option<String>, jwks: &Option<String>| match (issuer, jwks) {
             (Some(issuer), Some(jwks_url)) => Some(IdentityProvider {
                 issuer: issuer.clone(),
@@ -69,6 +75,7 @@ impl FrontDoorArgs {
             scheme: if tls { "https" } else { "http" },
             status_api_key: self.status_api_key.clone(),
             token_quota_per_minute: self.token_quota_per_minute,
+            body_idle_timeout,
         }
     }
 }

@@ -66,7 +66,7 @@ pub fn error_response(e: &OAuthError) -> Response {
     response
 }
 
-fn refused(e: OAuthError, client_id: Option<&str>, grant: &str) -> Response {
+fn refused(e: OAuthError, client_id: Option<&str>, grant: &str, source: &str) -> Response {
     metrics::counter!("frontdoor_tokens_total", "service" => "frontdoor", "outcome" => "refused")
         .increment(1);
     // An audit event for every refusal: which app, which check, never the token itself.
@@ -76,6 +76,7 @@ fn refused(e: OAuthError, client_id: Option<&str>, grant: &str) -> Response {
         service = "frontdoor",
         client_id = client_id.unwrap_or_default(),
         grant,
+        source,
         status = e.status,
         error = e.error,
         reason = %e.description,
@@ -162,11 +163,13 @@ fn opaque() -> String {
 
 async fn token(
     State(fd): State<FrontDoor>,
+    peer: Option<axum::Extension<spine_http::Peer>>,
     method: Method,
     RawQuery(_query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let source = spine_http::Peer::source(peer.as_ref().map(|p| &p.0));
     if method != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     }
@@ -178,7 +181,7 @@ async fn token(
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return refused(OAuthError::CONTENT_TYPE, None, "unknown");
+        return refused(OAuthError::CONTENT_TYPE, None, "unknown", &source);
     }
     let form = Form::from_pairs(form_urlencoded::parse(&body).into_owned());
     let result = match grant::dispatch(&form) {
@@ -205,7 +208,7 @@ async fn token(
             );
             response
         }
-        Err((e, client_id)) => refused(e, client_id.as_deref(), &grant),
+        Err((e, client_id)) => refused(e, client_id.as_deref(), &grant, &source),
     }
 }
 
@@ -383,7 +386,7 @@ async fn client_credentials(fd: &FrontDoor, headers: &HeaderMap, form: &Form) ->
         nhs_number: None,
     };
     let token = issue(fd, &record).await?;
-    tracing::info!(target: "audit", event = "token_issued", service = "frontdoor", client_id = %app.client_id, kind = "application", "token issued");
+    tracing::info!(target: "audit", event = "token_issued", service = "frontdoor", client_id = %app.client_id, kind = TokenKind::Application.as_str(), "token issued");
     Ok(json!({
         "access_token": token,
         "expires_in": tokens::expires_in(lifetime),
@@ -497,7 +500,7 @@ async fn user_token_answer(
             (OAuthError::UNKNOWN, Some(record.client_id.clone()))
         })?;
     let refresh_left = (refresh.refresh_until - now_secs()).max(1);
-    tracing::info!(target: "audit", event = "token_issued", service = "frontdoor", client_id = %record.client_id, kind = ?record.kind, refresh_count = refresh.refresh_count, "token issued");
+    tracing::info!(target: "audit", event = "token_issued", service = "frontdoor", client_id = %record.client_id, kind = record.kind.as_str(), refresh_count = refresh.refresh_count, "token issued");
     let mut body = json!({
         "access_token": token,
         "expires_in": tokens::expires_in(lifetime),
@@ -540,8 +543,24 @@ async fn refresh(fd: &FrontDoor, form: &Form) -> Outcome {
     let Some(presented) = form.get("refresh_token").filter(|t| !t.is_empty()) else {
         return Err((OAuthError::REFRESH_MISSING, who));
     };
-    // Taken, not read: a refresh token works once, on whichever node sees it first.
+    // Another app's refresh token is refused without being spent: read it first.
     let now = Utc::now();
+    let peeked = fd
+        .coord()
+        .get(SCOPE_REFRESH, presented, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "front door: coordination store");
+            (OAuthError::UNKNOWN, who.clone())
+        })?;
+    let owner = peeked
+        .as_deref()
+        .and_then(|v| serde_json::from_str::<RefreshRecord>(v).ok())
+        .map(|r| r.token.client_id);
+    if owner.as_deref() != Some(app.client_id.as_str()) {
+        return Err((OAuthError::REFRESH_INVALID, who));
+    }
+    // Taken, not read: a refresh token works once, on whichever node sees it first.
     let taken = fd
         .coord()
         .take(SCOPE_REFRESH, presented, now)

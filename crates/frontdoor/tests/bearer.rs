@@ -205,6 +205,7 @@ async fn the_service_receives_the_gateway_headers_and_not_the_clients_copies() {
             ("NHSD-ASID", "forged"),
             ("Prefer", "respond-async"),
             ("NHSE-PDS-Privileged-Access", "true"),
+            ("NHSD-Session-URID", "555254242106"),
         ],
     )
     .await;
@@ -217,6 +218,14 @@ async fn the_service_receives_the_gateway_headers_and_not_the_clients_copies() {
     assert!(corr.starts_with(&format!("{rid}.c-42.")), "{corr}");
     assert_eq!(h["nhsd-identity-uuid"], "");
     assert!(h.get("prefer").is_none());
+    assert!(
+        h.get("nhsd-session-urid").is_none(),
+        "an app has no role to claim"
+    );
+    assert!(
+        h.get("nhsd-session-urid").is_none(),
+        "an app has no role to claim"
+    );
     assert!(h.get("nhse-pds-privileged-access").is_none());
     assert_eq!(h["nhse-pds-custom-attributes"], r#"{"x":1}"#);
     assert!(h.get("x-correlation-id").is_none());

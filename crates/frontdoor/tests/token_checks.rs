@@ -147,6 +147,7 @@ async fn each_client_assertion_check_gives_its_status_and_text() {
         ("17 no keys", { let (h, c) = assertion_parts("no-keys-app", &url); jwt(&h, &c, OTHER_KEY) }, 403, "public_key error", "You need to register a public key to use this authentication method - please contact support to configure"),
         ("18 closed port", { let (h, c) = assertion_parts("closed-port-app", &url); jwt(&h, &c, OTHER_KEY) }, 403, "public_key error", "The JWKS endpoint, for your client_assertion can't be reached"),
         ("18 no path", { let (h, c) = assertion_parts("no-path-app", &url); jwt(&h, &c, OTHER_KEY) }, 403, "public_key error", "The JWKS endpoint, for your client_assertion can't be reached"),
+        ("18 endless body", { let (h, c) = assertion_parts("huge-jwks-app", &url); jwt(&h, &c, OTHER_KEY) }, 403, "public_key error", "The JWKS endpoint, for your client_assertion can't be reached"),
         ("18 HTTP 500", { let (h, c) = assertion_parts("broken-jwks-app", &url); jwt(&h, &c, OTHER_KEY) }, 403, "public_key error", "The JWKS endpoint, for your client_assertion can't be reached"),
         ("19 unknown kid", with(json!({"kid": "no-such-key"}), json!({})), 401, bad, "Invalid 'kid' header in client_assertion JWT - no matching public key"),
         ("20 wrong aud", with(json!({}), json!({"aud": "https://api.service.nhs.uk/oauth2/token"})), 401, bad, "Missing or invalid 'aud' claim in client_assertion JWT"),
@@ -593,20 +594,37 @@ async fn each_refresh_check_gives_its_status_and_text() {
         "invalid_grant",
         "refresh token refresh period has expired",
     );
-    // Another app's refresh token is not this app's.
+    // Another app's refresh token is not this app's, and trying does not spend it.
     let (_, body) = exchange(&n, "other-app", &id_token(&cis2_claims())).await;
     let theirs = body["refresh_token"].as_str().unwrap();
     let got = post_form(
         &n,
         &[
             rt,
-            ("client_id", "revoked-app"),
-            ("client_secret", "s"),
+            ("client_id", "second-app"),
+            ("client_secret", "second-secret"),
             ("refresh_token", theirs),
         ],
     )
     .await;
-    assert_eq!(got.0, 401);
+    assert_oauth(
+        "another app's token",
+        &got,
+        401,
+        "invalid_grant",
+        "refresh_token is invalid",
+    );
+    let got = post_form(
+        &n,
+        &[
+            rt,
+            ("client_id", "other-app"),
+            ("client_secret", "other-secret"),
+            ("refresh_token", theirs),
+        ],
+    )
+    .await;
+    assert_eq!(got.0, 200, "{}", got.1);
     // The authorization-code grant's form checks.
     let ac = ("grant_type", "authorization_code");
     assert_oauth(
@@ -659,4 +677,24 @@ async fn ping_is_open_and_status_needs_the_api_key() {
         r.json::<serde_json::Value>().await.unwrap()["status"],
         "pass"
     );
+}
+
+/// A token request whose body stalls is answered within the listener's body deadline
+/// instead of holding its connection.
+#[tokio::test]
+async fn a_stalled_token_request_body_is_abandoned() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = node(Options {
+        body_idle_timeout: std::time::Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    let addr = n.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=").await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut answer)).await;
+    let n = read.expect("answered within 10 s").unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 4"), "{head}");
 }

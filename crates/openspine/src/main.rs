@@ -541,6 +541,19 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
             "off (no admin token)"
         }
     );
+    if args.frontdoor.enabled(args.demo) {
+        let config = args.frontdoor.config(
+            args.demo,
+            args.sandbox,
+            tls.is_some(),
+            Duration::from_secs(60),
+        );
+        let registry =
+            frontdoor::FrontDoor::registry_from(&config).context("loading the app registry")?;
+        println!("front door: on, {} apps", registry.len());
+    } else {
+        println!("front door: off (no --frontdoor-registry)");
+    }
     let mut warnings: Vec<String> = directory.warnings().to_vec();
     warnings.extend(risky_settings(args));
     for w in &warnings {
@@ -636,9 +649,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // The one coordination store of the process, shared with MESH: the SQLite file
         // beside MESH's (embedded) or the coord_* tables of the shared PostgreSQL.
         let coord = state.store().meta.coordination();
-        let config = args
-            .frontdoor
-            .config(args.demo, args.sandbox, tls.is_some());
+        let config = args.frontdoor.config(
+            args.demo,
+            args.sandbox,
+            tls.is_some(),
+            state.config().body_idle_timeout,
+        );
         let fd = frontdoor::FrontDoor::new(config, coord).context("loading the app registry")?;
         frontdoor::register_metrics();
         tracing::info!(apps = fd.registry().len(), "front door ready");

@@ -65,7 +65,18 @@ pub fn router(services: Vec<ServiceOps>, admin: Router) -> Router {
                 Json(json!({"error": "no such operations endpoint"})),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            REQUESTS,
+            crate::metrics::track,
+        ))
 }
+
+/// The ops listener's own request families.
+pub const REQUESTS: crate::metrics::RequestMetrics = crate::metrics::RequestMetrics {
+    service: "ops",
+    requests: "openspine_ops_http_requests_total",
+    duration: "openspine_ops_http_request_duration_seconds",
+};
 
 /// Every service is asked at once; the answer is 200 only when all are ready, and the
 /// top-level `status` and `reason` are those of the first that is not.

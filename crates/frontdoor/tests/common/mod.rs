@@ -62,6 +62,16 @@ pub async fn jwks_server() -> String {
             .route(
                 "/broken/jwks",
                 get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+            )
+            // A body without a length that never stops being too large.
+            .route(
+                "/huge/jwks",
+                get(|| async {
+                    let pieces = futures::stream::iter((0..64).map(|_| {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 16 * 1024]))
+                    }));
+                    axum::body::Body::from_stream(pieces)
+                }),
             ),
     )
     .await
@@ -155,6 +165,10 @@ pub fn apps(jwks: &str) -> Vec<Value> {
                "jwks_url": jwks, "products": product(all_scopes.clone())}),
         json!({"client_id": "broken-jwks-app", "name": "Broken",
                "jwks_url": format!("{jwks}/broken/jwks"), "products": product(all_scopes.clone())}),
+        json!({"client_id": "huge-jwks-app", "name": "Huge",
+               "jwks_url": format!("{jwks}/huge/jwks"), "products": product(all_scopes.clone())}),
+        json!({"client_id": "second-app", "name": "Second App", "client_secret": "second-secret",
+               "jwks_url": format!("{jwks}/apps/other/jwks.json"), "products": product(all_scopes.clone())}),
         json!({"client_id": "user-only-app", "name": "User Only",
                "jwks_url": format!("{jwks}/apps/other/jwks.json"),
                "products": product(json!(["urn:nhsd:apim:user-nhs-cis2:aal3:test-api"]))}),
@@ -177,6 +191,7 @@ pub fn apps(jwks: &str) -> Vec<Value> {
 
 pub struct Options {
     pub coord: Option<Arc<dyn Coordination>>,
+    pub body_idle_timeout: std::time::Duration,
     pub token_quota_per_minute: u64,
     pub idp_jwks_path: &'static str,
 }
@@ -185,6 +200,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             coord: None,
+            body_idle_timeout: std::time::Duration::from_secs(60),
             token_quota_per_minute: 300,
             idp_jwks_path: "/idp/jwks",
         }
@@ -226,6 +242,7 @@ pub async fn node_with_jwks(options: Options, jwks: String) -> Node {
         scheme: "http",
         status_api_key: Some("status-key".into()),
         token_quota_per_minute: options.token_quota_per_minute,
+        body_idle_timeout: options.body_idle_timeout,
     };
     let fd = FrontDoor::new(config, coord.clone()).unwrap();
     let api = Router::new().route("/test-api/Patient", get(echo).post(echo));
