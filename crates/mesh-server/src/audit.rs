@@ -22,6 +22,7 @@ pub fn auth_refused(peer: Option<&Peer>, mailbox: &str, reason: &'static str) {
     metrics::counter!("mesh_auth_refused_total", "reason" => reason).increment(1);
     tracing::warn!(
         target: "audit",
+        service = "mesh",
         event = "auth_refused",
         mailbox,
         source = %source(peer),
@@ -36,6 +37,7 @@ pub fn cross_mailbox(peer: Option<&Peer>, caller: &str, reason: &'static str, ta
     metrics::counter!("mesh_cross_mailbox_total", "reason" => reason).increment(1);
     tracing::warn!(
         target: "audit",
+        service = "mesh",
         event = "cross_mailbox",
         mailbox = caller,
         source = %source(peer),
@@ -51,6 +53,7 @@ pub fn rate_limited(peer: Option<&Peer>, mailbox: &str) {
     metrics::counter!("mesh_rate_limited_total").increment(1);
     tracing::info!(
         target: "audit",
+        service = "mesh",
         event = "rate_limited",
         mailbox,
         source = %source(peer),
@@ -69,8 +72,8 @@ pub fn admin_call(peer: Option<&Peer>, method: &axum::http::Method, path: &str, 
     .increment(1);
     let method = crate::metrics::method_label(method);
     if refused {
-        tracing::warn!(target: "audit", event = "admin_refused", method, path, source = %source(peer), outcome, "admin API call refused");
+        tracing::warn!(target: "audit", service = "mesh", event = "admin_refused", method, path, source = %source(peer), outcome, "admin API call refused");
     } else {
-        tracing::info!(target: "audit", event = "admin_call", method, path, source = %source(peer), outcome, "admin API call");
+        tracing::info!(target: "audit", service = "mesh", event = "admin_call", method, path, source = %source(peer), outcome, "admin API call");
     }
 }

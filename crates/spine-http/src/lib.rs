@@ -2,12 +2,14 @@
 //! write twice. One accept loop ([`serve`]) with the connection limits (open connections,
 //! head size and deadline, TLS handshake deadline, stalled readers), TLS with reload
 //! ([`tls`]), the connection's [`Peer`] in each request's extensions, Prometheus metrics
-//! with a `service` label ([`metrics`]), request-id mirroring ([`ids`]), an in-memory
+//! with a `service` label ([`metrics`]), the audit trail's event shape ([`audit`]),
+//! request-id mirroring ([`ids`]), an in-memory
 //! rate limiter ([`ratelimit`]) and the one operations listener ([`ops`]).
 //!
 //! It knows no service: the binary merges each enabled service's router and hands the
 //! result to [`serve`].
 
+pub mod audit;
 pub mod conn;
 pub mod ids;
 pub mod metrics;

@@ -220,11 +220,17 @@ pub async fn serve(
 /// An audit event, as every refusal is.
 fn tls_refused(counters: &ConnectionMetrics, addr: std::net::SocketAddr, reason: &str) {
     counters.tls_refused.increment(1);
-    tracing::warn!(
-        target: "audit",
-        event = "tls_refused",
-        source = %addr,
+    let peer = Peer {
+        addr,
+        client_cn: None,
+    };
+    crate::audit::Audit {
+        service: "platform",
+        event: "tls_refused",
+        peer: Some(&peer),
+        subject: "",
         reason,
-        "TLS handshake refused"
-    );
+        target: "",
+    }
+    .refused();
 }
