@@ -32,8 +32,8 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 # Issuers the server is configured with (API.md §5 #12 compares `iss` with these exactly).
 CIS2_ISSUER = (
-    "https://am.nhsint.auth-ptl.cis2.spineservices.nhs.uk:443/"
-    "openam/oauth2/realms/root/realms/NHSIdentity/realms/Healthcare"
+    "https://cis2.example.nhs.uk:443/"
+    "openam/oauth2/realms/NHSIdentity/realms/Healthcare"
 )
 NHS_LOGIN_ISSUER = "https://auth.sandpit.signin.nhs.uk"
 # Where the suite's JWKS server publishes the identity providers' keys.

@@ -18,7 +18,8 @@ pub const OTHER_KEY: &str = include_str!("../keys/other.pem");
 pub const OTHER_JWKS: &str = include_str!("../keys/other.jwks.json");
 pub const IDP_KEY: &str = include_str!("../keys/idp.pem");
 pub const IDP_JWKS: &str = include_str!("../keys/idp.jwks.json");
-pub const CIS2_ISSUER: &str = "https://am.nhsint.auth-ptl.cis2.spineservices.nhs.uk:443/openam/oauth2/realms/root/realms/NHSIdentity/realms/Healthcare";
+pub const CIS2_ISSUER: &str =
+    "https://cis2.example.nhs.uk:443/openam/oauth2/realms/NHSIdentity/realms/Healthcare";
 pub const NHS_LOGIN_ISSUER: &str = "https://auth.sandpit.signin.nhs.uk";
 pub const TEST_API: &str = "test-api";
 
