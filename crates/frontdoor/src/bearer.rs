@@ -109,6 +109,35 @@ fn fault(faultstring: &str, errorcode: &str) -> serde_json::Value {
     json!({"fault": {"faultstring": faultstring, "detail": {"errorcode": errorcode}}})
 }
 
+/// The platform's 401 faults: their `faultstring` and `errorcode`.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    NoToken,
+    Invalid,
+    Expired,
+    NotSubscribed,
+}
+
+impl Fault {
+    fn text(self) -> (&'static str, &'static str) {
+        match self {
+            Fault::NoToken => ("Invalid access token", "oauth.v2.InvalidAccessToken"),
+            Fault::Invalid => (
+                "Invalid Access Token",
+                "keymanagement.service.invalid_access_token",
+            ),
+            Fault::Expired => (
+                "Access Token expired",
+                "keymanagement.service.access_token_expired",
+            ),
+            Fault::NotSubscribed => (
+                "Invalid ApiKey for given resource",
+                "oauth.v2.InvalidApiKeyForGivenResource",
+            ),
+        }
+    }
+}
+
 fn unauthorised(
     style: ErrorStyle,
     faultstring: &'static str,
@@ -213,6 +242,12 @@ async fn admit(
     let style = api.style;
     let source = spine_http::Peer::source(spine_http::Peer::of(&request));
     let source = source.as_str();
+    // Every 401 is audited with its reason and the app, when known.
+    let deny = |fault: Fault, reason: &'static str, client_id: &str, diagnostics: String| {
+        audit_refusal(api.api, reason, client_id, source);
+        let (faultstring, errorcode) = fault.text();
+        unauthorised(style, faultstring, errorcode, diagnostics)
+    };
     // 1. The token.
     let authz = request
         .headers()
@@ -220,20 +255,18 @@ async fn admit(
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let token = match authz.as_deref().map(str::trim) {
         None => {
-            audit_refusal(api.api, "no_token", "", source);
-            return Err(unauthorised(
-                style,
-                "Invalid access token",
-                "oauth.v2.InvalidAccessToken",
+            return Err(deny(
+                Fault::NoToken,
+                "no_token",
+                "",
                 "Missing Authorization header".into(),
             ));
         }
         Some("") => {
-            audit_refusal(api.api, "no_token", "", source);
-            return Err(unauthorised(
-                style,
-                "Invalid access token",
-                "oauth.v2.InvalidAccessToken",
+            return Err(deny(
+                Fault::NoToken,
+                "no_token",
+                "",
                 "Empty Authorization header".into(),
             ));
         }
@@ -242,21 +275,19 @@ async fn admit(
             let kind = words.next().unwrap_or_default();
             match words.next() {
                 None => {
-                    audit_refusal(api.api, "no_token", "", source);
-                    return Err(unauthorised(
-                        style,
-                        "Invalid access token",
-                        "oauth.v2.InvalidAccessToken",
+                    return Err(deny(
+                        Fault::NoToken,
+                        "no_token",
+                        "",
                         "Missing access token".into(),
                     ));
                 }
                 Some(_) if kind != "Bearer" => {
-                    audit_refusal(api.api, "invalid_token", "", source);
                     let word: String = kind.chars().take(40).collect();
-                    return Err(unauthorised(
-                        style,
-                        "Invalid Access Token",
-                        "keymanagement.service.invalid_access_token",
+                    return Err(deny(
+                        Fault::Invalid,
+                        "invalid_token",
+                        "",
                         format!("Invalid token type '{word}', must be 'Bearer'"),
                     ));
                 }
@@ -271,20 +302,18 @@ async fn admit(
         Err(e) => return Err(unavailable(style, e)),
     };
     let Some(record) = record else {
-        audit_refusal(api.api, "invalid_token", "", source);
-        return Err(unauthorised(
-            style,
-            "Invalid Access Token",
-            "keymanagement.service.invalid_access_token",
+        return Err(deny(
+            Fault::Invalid,
+            "invalid_token",
+            "",
             "Invalid Access Token".into(),
         ));
     };
     if record.expires_at <= now.timestamp() {
-        audit_refusal(api.api, "expired_token", &record.client_id, source);
-        return Err(unauthorised(
-            style,
-            "Access Token expired",
-            "keymanagement.service.access_token_expired",
+        return Err(deny(
+            Fault::Expired,
+            "expired_token",
+            &record.client_id,
             "Access Token expired".into(),
         ));
     }
@@ -293,11 +322,10 @@ async fn admit(
     let Some(app) =
         app.filter(|a| a.opens(api.api) && a.status == crate::registry::AppStatus::Approved)
     else {
-        audit_refusal(api.api, "not_subscribed", &record.client_id, source);
-        return Err(unauthorised(
-            style,
-            "Invalid ApiKey for given resource",
-            "oauth.v2.InvalidApiKeyForGivenResource",
+        return Err(deny(
+            Fault::NotSubscribed,
+            "not_subscribed",
+            &record.client_id,
             "Invalid Access Token".into(),
         ));
     };
@@ -323,11 +351,10 @@ async fn admit(
             ));
         }
         None => {
-            audit_refusal(api.api, "scope", &record.client_id, source);
-            return Err(unauthorised(
-                style,
-                "Invalid Access Token",
-                "keymanagement.service.invalid_access_token",
+            return Err(deny(
+                Fault::Invalid,
+                "scope",
+                &record.client_id,
                 "Invalid Access Token".into(),
             ));
         }
