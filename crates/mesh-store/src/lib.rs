@@ -6,10 +6,6 @@
 //! one rule that makes a crash harmless: a chunk's bytes are durable in the blob store
 //! *before* the metadata transaction that makes them reachable commits.
 
-mod blob;
-mod disk;
-mod error;
-mod group;
 mod meta;
 mod operator;
 mod pg_lifecycle;
@@ -19,14 +15,17 @@ mod sqlite;
 mod sqlite_lifecycle;
 mod store;
 
-pub use blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
-pub use disk::{is_disk_full, DiskGuard, DiskState};
-pub use error::{Result, StoreError};
+// The blob stores, the disk reserve and the storage error are the platform's
+// (`spine-store`); MESH names them as its own so that its users need one crate.
 pub use meta::{
     AckOutcome, ChunkLocation, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry,
     MetaStore, PurgeOutcome, PurgeSweep, PutChunkOutcome, Side,
 };
 pub use operator::{ActionOutcome, InboxDepth, MessageQuery, OperatorAction, StoreStats};
 pub use postgres::{PgMetaStore, PgOptions};
+pub use spine_store::{
+    is_disk_full, BlobStore, ByteStream, DiskGuard, DiskState, LocalBlobStore, Result, S3BlobStore,
+    S3Options, StoreError,
+};
 pub use sqlite::SqliteMetaStore;
 pub use store::{redact_url, BackendSpec, ChunkAccepted, Store, StoreConfig};

@@ -1,6 +1,6 @@
 //! The metadata store trait: everything about messages except their payload bytes.
 
-use crate::error::Result;
+use crate::Result;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -230,7 +230,6 @@ pub trait MetaStore: Send + Sync + 'static {
                 now,
             )
             .await
-            .map_err(coordination_error)
     }
 
     /// Forgets a use, so that a client retrying a request the server failed (5xx, 425,
@@ -239,7 +238,6 @@ pub trait MetaStore: Send + Sync + 'static {
         self.coordination()
             .release(TOKEN_SCOPE, &token_key(mailbox, nonce, count))
             .await
-            .map_err(coordination_error)
     }
 
     /// Takes or renews the lease `name` for `holder` until `ttl` from now, and returns
@@ -247,10 +245,7 @@ pub trait MetaStore: Send + Sync + 'static {
     /// collection) takes a lease first, so the lease lives where every node sees it and
     /// passes to another node when its holder dies.
     async fn try_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
-        self.coordination()
-            .try_lease(name, holder, ttl)
-            .await
-            .map_err(coordination_error)
+        self.coordination().try_lease(name, holder, ttl).await
     }
 
     /// The coordination store this metadata store's nodes share (`spine-store`): token
@@ -330,7 +325,6 @@ pub trait MetaStore: Send + Sync + 'static {
                 std::time::Duration::from_secs(60),
             )
             .await
-            .map_err(coordination_error)
     }
 }
 
@@ -341,8 +335,4 @@ const RATE_SCOPE: &str = "mesh-rate";
 /// `(mailbox, nonce, count)` as one key, length-prefixed so no triple can pose as another.
 fn token_key(mailbox: &str, nonce: &str, count: u64) -> String {
     format!("{}:{mailbox}{}:{nonce}{count}", mailbox.len(), nonce.len())
-}
-
-fn coordination_error(e: spine_store::StoreError) -> crate::error::StoreError {
-    crate::error::StoreError::Commit(e.to_string())
 }

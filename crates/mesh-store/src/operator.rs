@@ -3,11 +3,11 @@
 //! status, stored bytes. Both backends; every change is logged in the same transaction
 //! as the change itself, like every other state change.
 
-use crate::error::Result;
-use crate::group::Reply;
 use crate::meta::{ChunkLocation, ChunkRecord, ExpiryOutcome, LogEntry};
 use crate::rows::{decode, id_floor, report_id};
+use crate::sqlite::Reply;
 use crate::sqlite::{job, load_for_update, next_seq, save, unexpected, w_create_message};
+use crate::Result;
 use crate::{pg_lifecycle, postgres, sqlite_lifecycle, PgMetaStore, SqliteMetaStore};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};

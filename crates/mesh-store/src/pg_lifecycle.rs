@@ -7,13 +7,13 @@
 //! Reports are inserted in the order of their recipients, so the per-inbox advisory locks
 //! two sweeping nodes take can never wait on each other in a cycle.
 
-use crate::error::Result;
 use crate::meta::{
     ChunkLocation, ChunkRecord, ExpiryOutcome, ExpirySweep, LogEntry, PurgeOutcome, PurgeSweep,
     Side,
 };
 use crate::postgres::{insert_message, load_for_update, save, PgMetaStore};
 use crate::rows::{change_from, decode, id_floor, report_id, status_from};
+use crate::Result;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use mesh_protocol::lifecycle::{expire, later, ExpiryReason};

@@ -11,13 +11,13 @@
 //! clients retry) instead of hanging while the database is away, and the pool reconnects
 //! by itself when it is back.
 
-use crate::error::Result;
 use crate::meta::{
     AckOutcome, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry, MetaStore,
     PurgeOutcome, PurgeSweep, PutChunkOutcome, Side,
 };
 use crate::pg_lifecycle::{append_log, pending};
 use crate::rows::{chunk_columns, chunk_from_row, decode, encode};
+use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mesh_protocol::filter::Kind;

@@ -2,8 +2,8 @@
 //! chunk as a size plus either inline bytes or a blob key. Both backends read and write the
 //! same shapes, so the rules live once, generic over the sqlx row type.
 
-use crate::error::{Result, StoreError};
 use crate::meta::{ChunkLocation, ChunkRecord};
+use crate::{Result, StoreError};
 use bytes::Bytes;
 use mesh_protocol::Message;
 use sqlx::{ColumnIndex, Decode, Row, Type};

@@ -6,18 +6,18 @@
 //! N fsyncs into one. Reads use their own pool and, thanks to WAL, never wait for the
 //! writer and only ever see committed data.
 
-use crate::error::{Result, StoreError};
-use crate::group::{Job, Reply, Writer};
 use crate::meta::{
     AckOutcome, ChunkRecord, ExpiryOutcome, ExpirySweep, InboxEntry, LogEntry, MetaStore,
     PurgeOutcome, PurgeSweep, PutChunkOutcome, Side,
 };
 use crate::rows::{chunk_columns, chunk_from_row, decode, encode};
 use crate::sqlite_lifecycle::log;
+use crate::{Result, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mesh_protocol::filter::Kind;
 use mesh_protocol::{Change, Event, Message, Status, WorkflowFilter};
+use spine_store::writer::Writer;
 use spine_store::{Coordination, SqliteCoordination};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SqliteMetaStore {
-    pub(crate) writer: Writer,
+    pub(crate) writer: Writer<Reply>,
     pub(crate) reader: SqlitePool,
     /// The last inbox position handed out. Only the writer task assigns positions, so a
     /// counter seeded from the database at start replaces a `MAX()` query per write; a
@@ -303,6 +303,23 @@ async fn w_reset_mailbox(tx: &mut SqliteConnection, mailbox: &str) -> Result<()>
         .await?;
     Ok(())
 }
+
+/// What a MESH write job returns through the group-commit writer.
+#[derive(Debug)]
+pub enum Reply {
+    Done,
+    Flag(bool),
+    Put(crate::meta::PutChunkOutcome),
+    Ack(crate::meta::AckOutcome),
+    Keys(Vec<String>),
+    Count(u64),
+    Expired(crate::meta::ExpiryOutcome),
+    Purged(crate::meta::PurgeOutcome),
+    Action(crate::operator::ActionOutcome),
+}
+
+/// A MESH write for the group-commit writer.
+pub(crate) type Job = spine_store::writer::Job<Reply>;
 
 /// Wraps a write as a group-commit job. The closure owns its inputs: it runs later, on the
 /// writer task.

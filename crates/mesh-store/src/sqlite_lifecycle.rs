@@ -3,14 +3,14 @@
 //! one writer connection, so a sweep batch is one savepoint: it commits whole or not at
 //! all, and a kill in the middle leaves every message untouched or fully expired.
 
-use crate::error::Result;
-use crate::group::Reply;
 use crate::meta::{
     ChunkLocation, ChunkRecord, ExpiryOutcome, ExpirySweep, LogEntry, PurgeOutcome, PurgeSweep,
     Side,
 };
 use crate::rows::{change_from, decode, id_floor, report_id, status_from};
+use crate::sqlite::Reply;
 use crate::sqlite::{job, load_for_update, save, unexpected, w_create_message, SqliteMetaStore};
+use crate::Result;
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use mesh_protocol::lifecycle::{expire, later, ExpiryReason};

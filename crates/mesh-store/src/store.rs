@@ -1,12 +1,12 @@
 //! [`Store`]: metadata and payloads together, and the ordering rule between them.
 
-use crate::blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
-use crate::error::{Result, StoreError};
 use crate::meta::{
     ChunkLocation, ChunkRecord, MetaStore, PurgeOutcome, PurgeSweep, PutChunkOutcome,
 };
 use crate::postgres::{PgMetaStore, PgOptions};
 use crate::sqlite::SqliteMetaStore;
+use crate::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
+use crate::{Result, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use mesh_protocol::Message;

@@ -1,39 +1,40 @@
-//! Storage that every OpenSpine service shares, starting with the coordination store: the
-//! small primitives that let several nodes on one store act as one.
+//! Storage that every OpenSpine service shares.
 //!
-//! * use a key once until a time (MESH token replay, a client assertion's `jti`, a
-//!   refresh token);
-//! * keep a record until a time (an opaque access token that any node must accept);
-//! * count in a time window (a quota that holds across nodes);
-//! * take a lease (a job that one node at a time runs).
+//! * [`StoreError`]: one storage error, so that every service maps store failures alike.
+//! * Blob stores ([`BlobStore`]: local files fsynced before `put` returns, or an
+//!   S3-compatible store), for payloads too large for a database row.
+//! * The embedded database's group-commit [`writer`]: one task owns the SQLite write
+//!   connection and commits every waiting write in one transaction and one fsync.
+//! * The [`DiskGuard`]: a reserve of disk space that keeps an embedded store answering
+//!   reads when its disk fills.
+//! * The coordination store, the small primitives that let several nodes on one store act
+//!   as one:
+//!   - use a key once until a time (MESH token replay, a client assertion's `jti`, a
+//!     refresh token);
+//!   - keep a record until a time (an opaque access token that any node must accept);
+//!   - count in a time window (a quota that holds across nodes);
+//!   - take a lease (a job that one node at a time runs).
 //!
-//! One trait, [`Coordination`], with one implementation per backend: [`SqliteCoordination`]
+//! Coordination is one trait, [`Coordination`], with one implementation per backend: [`SqliteCoordination`]
 //! (the embedded default, a database file of its own) and [`PgCoordination`] (every node
 //! on one PostgreSQL). One test suite runs against both (`tests/coordination.rs`).
 
+mod blob;
+mod disk;
+mod error;
 mod pg;
 mod sqlite;
+pub mod writer;
 
+pub use blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
+pub use disk::{is_disk_full, DiskGuard, DiskState};
+pub use error::{Result, StoreError};
 pub use pg::PgCoordination;
 pub use sqlite::SqliteCoordination;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// A key or value the store refuses (too long, a NUL): the caller's input.
-    #[error("{0}")]
-    Invalid(String),
-    /// The store could not do it now (its writer stopped, a batch failed).
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Longest scope or key accepted: keys come from clients (a `jti`, a token), and a store
 /// must not be made to keep megabytes per request.

@@ -226,7 +226,7 @@ pub fn is_disk_full(e: &crate::StoreError) -> bool {
         E::Io(io) => io.kind() == std::io::ErrorKind::StorageFull || text_says(&io.to_string()),
         E::Database(db) => text_says(&db.to_string()),
         E::Blob(b) => text_says(&b.to_string()),
-        E::Commit(s) => text_says(s),
+        E::Commit(s) | E::Unavailable(s) => text_says(s),
         _ => false,
     }
 }

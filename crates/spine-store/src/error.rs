@@ -1,5 +1,6 @@
-//! Storage errors. Handlers map all of them to a MESH 5xx (clients retry those), except
-//! [`StoreError::TooLarge`], which is the client's fault.
+//! The one storage error of the platform. Services map every variant to their own 5xx
+//! (clients retry those), except the three that are the caller's fault:
+//! [`StoreError::TooLarge`], [`StoreError::Body`] and [`StoreError::Invalid`].
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +26,12 @@ pub enum StoreError {
     /// The body was longer than the limit the caller set.
     #[error("payload larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// A key or value the store refuses (too long, a NUL): the caller's input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store could not do it now (its writer stopped, a batch failed).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
