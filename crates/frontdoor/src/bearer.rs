@@ -174,16 +174,14 @@ fn too_many(style: ErrorStyle, text: String, errorcode: &'static str) -> Respons
 fn audit_refusal(api: &str, reason: &'static str, client_id: &str, source: &str) {
     metrics::counter!("frontdoor_bearer_refused_total", "service" => "frontdoor", "reason" => reason)
         .increment(1);
-    tracing::warn!(
-        target: "audit",
-        event = "bearer_refused",
-        service = "frontdoor",
-        api,
-        reason,
-        client_id,
-        source,
-        "protected API call refused"
-    );
+    spine_http::audit::Audit {
+        api: Some(api),
+        reason: Some(reason),
+        client_id: Some(client_id),
+        source: Some(source),
+        ..spine_http::audit::Audit::new("frontdoor", "bearer_refused")
+    }
+    .refused("protected API call refused");
 }
 
 /// CORS preflight (API.md 8), answered by the gateway for every protected API.

@@ -13,6 +13,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
+use spine_http::audit::Audit;
 use spine_http::metrics::RequestMetrics;
 use std::time::Duration;
 
@@ -70,18 +71,16 @@ fn refused(e: OAuthError, client_id: Option<&str>, grant: &str, source: &str) ->
     metrics::counter!("frontdoor_tokens_total", "service" => "frontdoor", "outcome" => "refused")
         .increment(1);
     // An audit event for every refusal: which app, which check, never the token itself.
-    tracing::warn!(
-        target: "audit",
-        event = "token_refused",
-        service = "frontdoor",
-        client_id = client_id.unwrap_or_default(),
-        grant,
-        source,
-        status = e.status,
-        error = e.error,
-        reason = %e.description,
-        "token request refused"
-    );
+    Audit {
+        client_id: Some(client_id.unwrap_or_default()),
+        grant: Some(grant),
+        source: Some(source),
+        status: Some(e.status),
+        error: Some(e.error),
+        reason: Some(&e.description),
+        ..Audit::new("frontdoor", "token_refused")
+    }
+    .refused("token request refused");
     error_response(&e)
 }
 
@@ -386,7 +385,12 @@ async fn client_credentials(fd: &FrontDoor, headers: &HeaderMap, form: &Form) ->
         nhs_number: None,
     };
     let token = issue(fd, &record).await?;
-    tracing::info!(target: "audit", event = "token_issued", service = "frontdoor", client_id = %app.client_id, kind = TokenKind::Application.as_str(), "token issued");
+    Audit {
+        client_id: Some(&app.client_id),
+        kind: Some(TokenKind::Application.as_str()),
+        ..Audit::new("frontdoor", "token_issued")
+    }
+    .allowed("token issued");
     Ok(json!({
         "access_token": token,
         "expires_in": tokens::expires_in(lifetime),
@@ -500,7 +504,13 @@ async fn user_token_answer(
             (OAuthError::UNKNOWN, Some(record.client_id.clone()))
         })?;
     let refresh_left = (refresh.refresh_until - now_secs()).max(1);
-    tracing::info!(target: "audit", event = "token_issued", service = "frontdoor", client_id = %record.client_id, kind = record.kind.as_str(), refresh_count = refresh.refresh_count, "token issued");
+    Audit {
+        client_id: Some(&record.client_id),
+        kind: Some(record.kind.as_str()),
+        refresh_count: Some(refresh.refresh_count),
+        ..Audit::new("frontdoor", "token_issued")
+    }
+    .allowed("token issued");
     let mut body = json!({
         "access_token": token,
         "expires_in": tokens::expires_in(lifetime),

@@ -304,7 +304,7 @@ async fn act(state: &OpsState, id: &str, action: OperatorAction, verb: &str) -> 
     let app = &state.app;
     match app.store().act_on_message(&id, &action, app.now()).await {
         Ok(outcome) => {
-            tracing::info!(target: "audit", event = "admin_action", message_id = %id, action = verb, outcome = ?outcome, "operator action");
+            audit::admin_action(&id, verb, &format!("{outcome:?}"));
             action_answer(&id, outcome, verb)
         }
         Err(e) => store_failure(e),

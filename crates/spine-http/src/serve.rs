@@ -225,12 +225,9 @@ fn tls_refused(counters: &ConnectionMetrics, addr: std::net::SocketAddr, reason:
         client_cn: None,
     };
     crate::audit::Audit {
-        service: "platform",
-        event: "tls_refused",
         peer: Some(&peer),
-        subject: "",
-        reason,
-        target: "",
+        reason: Some(reason),
+        ..crate::audit::Audit::new("platform", "tls_refused")
     }
-    .refused();
+    .refused("TLS handshake refused");
 }

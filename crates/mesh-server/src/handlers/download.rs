@@ -252,17 +252,18 @@ async fn payload_lost(
         Ok(_) => "message left as it is",
         Err(_) => "could not mark the message undeliverable",
     };
-    tracing::error!(
-        target: "audit",
-        event = "payload_lost",
-        message_id = %message.message_id,
-        mailbox,
-        sender = %message.sender.mailbox_id,
-        chunk,
-        status = message.status().as_str(),
-        outcome,
-        error = done.as_ref().err().map(|e| e.to_string()),
-        "payload of a message is missing"
+    let error = done.as_ref().err().map(|e| e.to_string());
+    crate::audit::payload_lost(
+        None,
+        &crate::audit::PayloadLost {
+            message_id: &message.message_id,
+            mailbox,
+            sender: &message.sender.mailbox_id,
+            chunk,
+            message_status: message.status().as_str(),
+            outcome,
+            error: error.as_deref(),
+        },
     );
     true
 }
