@@ -41,7 +41,10 @@ pub fn layer<S: Clone + Send + Sync + 'static>(
     router: axum::Router<S>,
 ) -> axum::Router<S> {
     let state = Arc::new(LayerState { fd, api });
-    router.layer(axum::middleware::from_fn_with_state(state, check))
+    // On the API's routes only: a layer would also wrap the router's fallback, and once
+    // merged into the platform's router that would demand a token on every unknown path
+    // of every service. An API that wants its unknown paths guarded routes them itself.
+    router.route_layer(axum::middleware::from_fn_with_state(state, check))
 }
 
 /// One refusal, in the API's style.

@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Directory for the embedded store (SQLite metadata and payload files).
     #[arg(long, env = "OPENSPINE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// Serve MESH under /messageexchange (on by default; `--mesh false` serves the other
+    /// enabled services alone).
+    #[arg(long, env = "OPENSPINE_MESH", default_value_t = true, action = clap::ArgAction::Set, value_parser = boolish())]
+    mesh: bool,
     /// Mailboxes, one JSON object per line (MESH sandbox `mailboxes.jsonl` format).
     #[arg(long, env = "OPENSPINE_MAILBOXES")]
     mailboxes: Option<PathBuf>,
@@ -509,14 +513,23 @@ fn risky_settings(args: &ServeArgs) -> Vec<String> {
 fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
     let config = server_config(args);
     let admin = admin_token(args)?;
-    let directory = mesh_server::directory::load(&directory_source(args))
-        .context("loading mailboxes and workflows")?;
+    let directory = if args.mesh {
+        Some(
+            mesh_server::directory::load(&directory_source(args))
+                .context("loading mailboxes and workflows")?,
+        )
+    } else {
+        None
+    };
     let tls = load_tls(args)?;
-    println!(
-        "mailboxes: {}, workflows: {}",
-        directory.mailbox_count(),
-        directory.workflow_count()
-    );
+    match &directory {
+        Some(d) => println!(
+            "MESH: on, mailboxes: {}, workflows: {}",
+            d.mailbox_count(),
+            d.workflow_count()
+        ),
+        None => println!("MESH: off"),
+    }
     println!(
         "listen: {} ({}{})",
         args.listen,
@@ -553,8 +566,14 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
         println!("front door: on, {} apps", registry.len());
     } else {
         println!("front door: off (no --frontdoor-registry)");
+        if !args.mesh {
+            anyhow::bail!("no service is enabled: MESH is off and the front door has no registry");
+        }
     }
-    let mut warnings: Vec<String> = directory.warnings().to_vec();
+    let mut warnings: Vec<String> = directory
+        .as_ref()
+        .map(|d| d.warnings().to_vec())
+        .unwrap_or_default();
     warnings.extend(risky_settings(args));
     for w in &warnings {
         println!("warning: {w}");
@@ -572,31 +591,114 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_json);
-    let mut config = server_config(&args);
-    config.admin_token = admin_token(&args)?;
     for warning in risky_settings(&args) {
         tracing::warn!("{warning}");
     }
-    let source = directory_source(&args);
+    let tls = load_tls(&args)?;
+    let platform = server_config(&args);
+    let admin_api = args.mesh && admin_token(&args)?.is_some();
+    let mesh = if args.mesh {
+        Some(start_mesh(&args, &tls).await?)
+    } else {
+        None
+    };
+    // The one coordination store of the process: MESH's when MESH runs (the SQLite file
+    // beside its database, or the coord_* tables of the shared PostgreSQL), else the
+    // same store opened on its own.
+    let (coord, _dir_lock) = match &mesh {
+        Some(state) => (state.store().meta.coordination(), None),
+        None => open_coordination(&args).await?,
+    };
+    let front_door = if args.frontdoor.enabled(args.demo) {
+        let config = args.frontdoor.config(
+            args.demo,
+            args.sandbox,
+            tls.is_some(),
+            platform.body_idle_timeout,
+        );
+        let fd =
+            frontdoor::FrontDoor::new(config, coord.clone()).context("loading the app registry")?;
+        frontdoor::register_metrics();
+        tracing::info!(apps = fd.registry().len(), "front door ready");
+        Some(fd)
+    } else {
+        None
+    };
+    if mesh.is_none() && front_door.is_none() {
+        anyhow::bail!(
+            "no service is enabled: MESH is off (--mesh false) and the front door has no \
+             registry (--frontdoor-registry FILE, --frontdoor or --demo)"
+        );
+    }
+    spawn_reload_on_hangup(mesh.clone(), tls.clone(), front_door.clone());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let (ops_stop, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+    let ops_task = match args.ops_listen {
+        Some(addr) => {
+            let ops = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the ops listener {addr}"))?;
+            tracing::info!(
+                ops_listen = %ops.local_addr()?,
+                admin_api,
+                "ops listener ready"
+            );
+            let mut services = Vec::new();
+            services.extend(mesh.as_ref().map(mesh_server::ops::service_ops));
+            services.extend(front_door.as_ref().map(frontdoor::FrontDoor::service_ops));
+            let admin = spine_http::routes(
+                mesh.iter()
+                    .map(|state| mesh_server::ops::admin_router(state.clone(), tls.clone())),
+            );
+            let app = spine_http::ops::router(services, admin);
+            let config = platform.listener("ops");
+            Some(tokio::spawn(async move {
+                spine_http::serve(ops, app, &config, None, async {
+                    let _ = ops_stopped.await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        mesh = mesh.is_some(),
+        frontdoor = front_door.is_some(),
+        sandbox = args.sandbox,
+        tls = tls.is_some(),
+        mutual_tls = args.client_ca.is_some(),
+        "OpenSpine ready"
+    );
+    // One listener for every enabled service, each under its NHS base path.
+    let config = platform.listener("api");
+    let app = spine_http::routes(
+        mesh.map(mesh_server::router)
+            .into_iter()
+            .chain(front_door.map(frontdoor::router)),
+    );
+    spine_http::serve(listener, app, &config, tls, shutdown_signal()).await?;
+    let _ = ops_stop.send(());
+    if let Some(task) = ops_task {
+        let _ = task.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens MESH's store, sweeps what a crash left, loads the mailboxes and starts MESH's
+/// background workers: everything MESH needs before its router can serve.
+async fn start_mesh(args: &ServeArgs, tls: &Option<TlsReloader>) -> anyhow::Result<AppState> {
+    let mut config = server_config(args);
+    config.admin_token = admin_token(args)?;
+    let source = directory_source(args);
     let store_config = StoreConfig {
         inline_max: args.inline_max,
         ..StoreConfig::default()
     };
-    let timeout = Duration::from_secs(args.database_timeout_secs.max(1));
-    let spec = BackendSpec {
-        database_url: args.database_url.clone(),
-        blob_url: args.blob_url.clone(),
-        s3: S3Options {
-            endpoint: args.s3_endpoint.clone(),
-            region: args.s3_region.clone(),
-            path_style: !args.s3_virtual_hosted,
-        },
-        pg: PgOptions {
-            max_connections: args.database_pool.max(1),
-            acquire_timeout: timeout,
-            statement_timeout: timeout.max(Duration::from_secs(30)),
-        },
-    };
+    let spec = backend_spec(args);
     let metadata = match &args.database_url {
         Some(url) => redact_url(url),
         None => format!("sqlite {}", args.data_dir.join("mesh.db").display()),
@@ -644,81 +746,62 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if directory.mailbox_count() == 0 {
         tracing::warn!("no mailboxes configured: pass --mailboxes FILE or --demo");
     }
-    let tls = load_tls(&args)?;
-    let front_door = if args.frontdoor.enabled(args.demo) {
-        // The one coordination store of the process, shared with MESH: the SQLite file
-        // beside MESH's (embedded) or the coord_* tables of the shared PostgreSQL.
-        let coord = state.store().meta.coordination();
-        let config = args.frontdoor.config(
-            args.demo,
-            args.sandbox,
-            tls.is_some(),
-            state.config().body_idle_timeout,
-        );
-        let fd = frontdoor::FrontDoor::new(config, coord).context("loading the app registry")?;
-        frontdoor::register_metrics();
-        tracing::info!(apps = fd.registry().len(), "front door ready");
-        Some(fd)
-    } else {
-        None
-    };
-    spawn_reload_on_hangup(state.clone(), tls.clone(), front_door.clone());
     mesh_server::lifecycle::spawn(state.clone());
     mesh_server::watch::spawn(state.clone(), tls.clone());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let (ops_stop, ops_stopped) = tokio::sync::oneshot::channel::<()>();
-    let ops_task = match args.ops_listen {
-        Some(addr) => {
-            let ops = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the ops listener {addr}"))?;
-            tracing::info!(
-                ops_listen = %ops.local_addr()?,
-                admin_api = state.config().admin_token.is_some(),
-                "ops listener ready"
-            );
-            let mut services = vec![mesh_server::ops::service_ops(&state)];
-            services.extend(front_door.as_ref().map(frontdoor::FrontDoor::service_ops));
-            let app = spine_http::ops::router(
-                services,
-                mesh_server::ops::admin_router(state.clone(), tls.clone()),
-            );
-            let config = state.config().listener("ops");
-            Some(tokio::spawn(async move {
-                spine_http::serve(ops, app, &config, None, async {
-                    let _ = ops_stopped.await;
-                })
-                .await
-            }))
-        }
-        None => None,
-    };
     tracing::info!(
-        listen = %listener.local_addr()?,
         metadata = %metadata,
         payloads = %payloads,
         mailboxes = directory.mailbox_count(),
         workflows = directory.workflow_count(),
         sandbox = state.config().sandbox,
-        tls = tls.is_some(),
-        mutual_tls = args.client_ca.is_some(),
-        "MESH server ready"
+        "MESH ready"
     );
-    // One listener for every enabled service, each under its NHS base path.
-    let config = state.config().listener("api");
-    let mut app = mesh_server::router(state);
-    if let Some(fd) = front_door {
-        app = app.merge(frontdoor::router(fd));
+    Ok(state)
+}
+
+fn backend_spec(args: &ServeArgs) -> BackendSpec {
+    let timeout = Duration::from_secs(args.database_timeout_secs.max(1));
+    BackendSpec {
+        database_url: args.database_url.clone(),
+        blob_url: args.blob_url.clone(),
+        s3: S3Options {
+            endpoint: args.s3_endpoint.clone(),
+            region: args.s3_region.clone(),
+            path_style: !args.s3_virtual_hosted,
+        },
+        pg: PgOptions {
+            max_connections: args.database_pool.max(1),
+            acquire_timeout: timeout,
+            statement_timeout: timeout.max(Duration::from_secs(30)),
+        },
     }
-    spine_http::serve(listener, app, &config, tls, shutdown_signal()).await?;
-    let _ = ops_stop.send(());
-    if let Some(task) = ops_task {
-        let _ = task.await;
+}
+
+/// The coordination store without MESH: the coord_* tables of `--database-url`, or
+/// `coordination.db` in the data directory (locked to this process, as MESH locks it).
+/// The lock, when there is one, is held for as long as the caller keeps it.
+async fn open_coordination(
+    args: &ServeArgs,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn spine_store::Coordination>,
+    Option<spine_store::DirLock>,
+)> {
+    match &args.database_url {
+        Some(url) if url.starts_with("postgres") => {
+            let coord = spine_store::PgCoordination::connect(url, args.database_pool.max(1))
+                .await
+                .with_context(|| format!("opening the coordination store {}", redact_url(url)))?;
+            Ok((std::sync::Arc::new(coord), None))
+        }
+        _ => {
+            let lock = spine_store::DirLock::acquire(&args.data_dir)?;
+            let path = args.data_dir.join("coordination.db");
+            let coord = spine_store::SqliteCoordination::open(&path)
+                .await
+                .with_context(|| format!("opening the coordination store {}", path.display()))?;
+            Ok((std::sync::Arc::new(coord), Some(lock)))
+        }
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Sweeps payloads that no message refers to, every `interval`, on whichever node holds
@@ -757,7 +840,7 @@ fn spawn_garbage_collector(store: Store, interval: Duration, min_age: Duration) 
 /// SIGHUP re-reads the TLS certificate and key (a rotation needs no restart) and the
 /// mailbox and workflow files. A file that fails to load leaves the running one in use.
 fn spawn_reload_on_hangup(
-    state: AppState,
+    mesh: Option<AppState>,
     tls: Option<TlsReloader>,
     front_door: Option<frontdoor::FrontDoor>,
 ) {
@@ -779,12 +862,14 @@ fn spawn_reload_on_hangup(
                     }
                 }
             }
-            match state.reload_directory() {
-                Ok(()) => tracing::info!("mailboxes and workflows reloaded"),
-                Err(e) => {
-                    metrics::counter!("mesh_reload_errors_total", "service" => "mesh", "what" => "directory")
-                        .increment(1);
-                    tracing::error!(error = %e, "directory reload failed: keeping the previous one")
+            if let Some(state) = &mesh {
+                match state.reload_directory() {
+                    Ok(()) => tracing::info!("mailboxes and workflows reloaded"),
+                    Err(e) => {
+                        metrics::counter!("mesh_reload_errors_total", "service" => "mesh", "what" => "directory")
+                            .increment(1);
+                        tracing::error!(error = %e, "directory reload failed: keeping the previous one")
+                    }
                 }
             }
             if let Some(fd) = &front_door {
@@ -800,7 +885,7 @@ fn spawn_reload_on_hangup(
         }
     });
     #[cfg(not(unix))]
-    let _ = (state, tls, front_door);
+    let _ = (mesh, tls, front_door);
 }
 
 /// SIGTERM (what service managers send) or Ctrl-C.

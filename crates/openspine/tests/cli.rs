@@ -519,3 +519,44 @@ async fn a_dev_app_gets_a_token_and_calls_hello_world() {
     assert!(!bad.status.success());
     assert!(text(&bad).contains("use letters, digits"), "{}", text(&bad));
 }
+
+#[tokio::test]
+async fn mesh_can_be_switched_off_and_the_front_door_serves_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = serve(dir.path(), &["--mesh", "false"]);
+    let base = format!("http://127.0.0.1:{port}");
+    let ping = reqwest::get(format!("{base}/oauth2/_ping")).await.unwrap();
+    assert_eq!(ping.status().as_u16(), 200, "the front door is served");
+    let mesh = reqwest::get(format!("{base}/messageexchange/_ping"))
+        .await
+        .unwrap();
+    assert_eq!(mesh.status().as_u16(), 404, "MESH is not");
+    // Its coordination store is the data directory's, locked as MESH locks it.
+    assert!(dir.path().join("coordination.db").exists());
+    assert!(!dir.path().join("mesh.db").exists());
+    let second = bin()
+        .args(["serve", "--demo", "--mesh", "false", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(text(&second).contains("is in use by another openspine process"));
+
+    // With nothing enabled there is nothing to serve: say so, do not sit idle.
+    let other = tempfile::tempdir().unwrap();
+    let none = bin()
+        .args(["serve", "--mesh", "false", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(
+        text(&none).contains("no service is enabled"),
+        "{}",
+        text(&none)
+    );
+}

@@ -5,6 +5,7 @@
 //!   S3-compatible store), for payloads too large for a database row.
 //! * The embedded database's group-commit [`writer`]: one task owns the SQLite write
 //!   connection and commits every waiting write in one transaction and one fsync.
+//! * The [`DirLock`]: one process per data directory.
 //! * The [`DiskGuard`]: a reserve of disk space that keeps an embedded store answering
 //!   reads when its disk fills.
 //! * The coordination store, the small primitives that let several nodes on one store act
@@ -20,6 +21,7 @@
 //! on one PostgreSQL). One test suite runs against both (`tests/coordination.rs`).
 
 mod blob;
+mod dirlock;
 mod disk;
 mod error;
 mod pg;
@@ -27,6 +29,7 @@ mod sqlite;
 pub mod writer;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
+pub use dirlock::DirLock;
 pub use disk::{is_disk_full, DiskGuard, DiskState};
 pub use error::{Result, StoreError};
 pub use pg::PgCoordination;
