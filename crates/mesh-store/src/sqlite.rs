@@ -19,14 +19,11 @@ use mesh_protocol::filter::Kind;
 use mesh_protocol::{Change, Event, Message, Status, WorkflowFilter};
 use spine_store::writer::Writer;
 use spine_store::{Coordination, SqliteCoordination};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct SqliteMetaStore {
     pub(crate) writer: Writer<Reply>,
@@ -48,25 +45,14 @@ pub(crate) const COORDINATION_FILE: &str = "coordination.db";
 impl SqliteMetaStore {
     /// Opens (creating if needed) the database file and runs the embedded migrations.
     pub async fn open(path: &Path, readers: u32) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let mut conn = options.connect().await?;
-        sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+        let (mut conn, reader) =
+            spine_store::embedded::open(path, readers, &sqlx::migrate!("./migrations/sqlite"))
+                .await?;
         let last: i64 = sqlx::query("SELECT COALESCE(MAX(inbox_seq), 0) AS seq FROM messages")
             .fetch_one(&mut conn)
             .await?
             .try_get("seq")?;
         let writer = Writer::start(conn);
-        let reader = SqlitePoolOptions::new()
-            .max_connections(readers.max(1))
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
-            .await?;
         let coord_path = path.with_file_name(COORDINATION_FILE);
         let coord = SqliteCoordination::open(&coord_path)
             .await

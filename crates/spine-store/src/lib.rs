@@ -3,7 +3,8 @@
 //! * [`StoreError`]: one storage error, so that every service maps store failures alike.
 //! * Blob stores ([`BlobStore`]: local files fsynced before `put` returns, or an
 //!   S3-compatible store), for payloads too large for a database row.
-//! * The embedded database's group-commit [`writer`]: one task owns the SQLite write
+//! * The embedded database: [`embedded::open`] with the platform's settings, and its
+//!   group-commit [`writer`]: one task owns the SQLite write
 //!   connection and commits every waiting write in one transaction and one fsync.
 //! * The [`DirLock`]: one process per data directory.
 //! * The [`DiskGuard`]: a reserve of disk space that keeps an embedded store answering
@@ -23,6 +24,7 @@
 mod blob;
 mod dirlock;
 mod disk;
+pub mod embedded;
 mod error;
 mod pg;
 mod sqlite;
