@@ -19,6 +19,7 @@ pub use spine_http::conn;
 pub mod devcerts;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod handlers;
 pub mod lifecycle;
 pub mod metrics;

@@ -113,6 +113,10 @@ pub enum DeliveryError {
 /// durably.
 pub trait Mailboxes: Send + Sync + 'static {
     fn post(&self, message: OutboundMessage) -> BoxFuture<'_, Result<String, DeliveryError>>;
+
+    /// Whether `mailbox` exists and is active now: a subscription naming one that does
+    /// not is refused when it is made, not when its first event fails.
+    fn knows(&self, mailbox: &str) -> bool;
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), MeshErro
 
 /// Workflow permissions (API.md 11 #11): the sender must be registered to send the
 /// workflow (code 16) and the recipient to receive it (code 17).
-fn check_workflow(
+pub(crate) fn check_workflow(
     state: &AppState,
     sender: &Mailbox,
     to: &str,
@@ -145,7 +145,43 @@ fn check_legacy_headers(headers: &HeaderMap, sender: &Mailbox) -> Result<(), Mes
     Ok(())
 }
 
-fn new_message_id(now: chrono::DateTime<Utc>) -> String {
+/// A new DATA message from `sender` to `recipient`, accepted when it has one chunk (it is
+/// then complete) and uploading otherwise. Its expiry counts from now.
+pub(crate) fn data_message(
+    state: &AppState,
+    message_id: &str,
+    (sender, recipient): (&Mailbox, &Mailbox),
+    workflow_id: String,
+    total_chunks: u32,
+    size: u64,
+    metadata: Metadata,
+) -> Message {
+    let now = state.now();
+    let single = total_chunks == 1;
+    Message {
+        message_id: message_id.to_string(),
+        sender: sender.party(),
+        recipient: recipient.party(),
+        workflow_id,
+        message_type: MessageType::Data,
+        total_chunks,
+        file_size: if single { size } else { 0 },
+        metadata,
+        events: vec![Event::new(
+            if single {
+                Status::Accepted
+            } else {
+                Status::Uploading
+            },
+            now,
+        )],
+        created: now,
+        expires: mesh_protocol::lifecycle::later(now, state.config().lifecycle.inbox_period()),
+        downloaded: None,
+    }
+}
+
+pub(crate) fn new_message_id(now: chrono::DateTime<Utc>) -> String {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
     mesh_protocol::ids::message_id(now, [bytes[0], bytes[1], bytes[2]])
 }
@@ -193,38 +229,28 @@ pub async fn send(
 
     let message_id = new_message_id(state.now());
     let store = state.store();
-    let now = state.now();
     let single = h.total_chunks == 1;
-    let build = |size: u64| Message {
-        message_id: message_id.clone(),
-        sender: sender.party(),
-        recipient: recipient.party(),
-        workflow_id: h.workflow_id,
-        message_type: MessageType::Data,
-        total_chunks: h.total_chunks,
-        file_size: if single { size } else { 0 },
-        metadata: Metadata {
-            subject: h.subject,
-            content_type: h.content_type,
-            content_encoding: h.content_encoding.clone(),
-            file_name: h.file_name,
-            local_id: h.local_id,
-            partner_id: h.partner_id,
-            checksum: h.checksum,
-            encrypted: h.encrypted,
-            compressed: h.compressed,
-        },
-        events: vec![Event::new(
-            if single {
-                Status::Accepted
-            } else {
-                Status::Uploading
-            },
-            now,
-        )],
-        created: now,
-        expires: mesh_protocol::lifecycle::later(now, config.lifecycle.inbox_period()),
-        downloaded: None,
+    let metadata = Metadata {
+        subject: h.subject,
+        content_type: h.content_type,
+        content_encoding: h.content_encoding.clone(),
+        file_name: h.file_name,
+        local_id: h.local_id,
+        partner_id: h.partner_id,
+        checksum: h.checksum,
+        encrypted: h.encrypted,
+        compressed: h.compressed,
+    };
+    let build = |size: u64| {
+        data_message(
+            &state,
+            &message_id,
+            (&sender, &recipient),
+            h.workflow_id,
+            h.total_chunks,
+            size,
+            metadata,
+        )
     };
     // Payload durable first, then the message: the store keeps that order.
     let accepted = store
