@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL and S3 (Garage) servers for the tests, started from nothing.
+# Throwaway PostgreSQL, S3 (Garage) and NATS JetStream servers for the tests, started from
+# nothing.
 #
 # Source it, then call:
-#   services_start            # both; exports the variables below
-#   services_stop             # stops and deletes both (also runs on EXIT when sourced by test.sh)
+#   services_start            # all three; exports the variables below
+#   services_stop             # stops and deletes them (also runs on EXIT when sourced by test.sh)
 #   pg_stop / pg_start        # stop and restart the PostgreSQL server (resilience test)
+#   nats_stop / nats_start    # stop and restart the NATS server (its JetStream data is kept)
 #
 # Exports: OPENSPINE_TEST_DATABASE_URL (server URL, database `postgres`), PG_PORT, PG_DATA,
 # OPENSPINE_TEST_BLOB_URL (s3://openspine-test), OPENSPINE_TEST_S3_ENDPOINT,
-# OPENSPINE_TEST_S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.
+# OPENSPINE_TEST_S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, OPENSPINE_TEST_NATS_URL.
+#
+# NATS: Debian's nats-server (installed with apt-get when absent), `-js` with its store in the
+# services directory, on a free loopback port.
 #
 # PostgreSQL: Debian's binaries (installed with apt-get when absent), initdb into a temporary
 # directory, on a free loopback port; never a server that happens to be running already.
@@ -151,16 +156,60 @@ EOF
   echo "Garage $GARAGE_VERSION S3 on 127.0.0.1:$s3" >&2
 }
 
+nats_install() {
+  command -v nats-server >/dev/null && return 0
+  [ -x /usr/sbin/nats-server ] && return 0
+  echo "nats-server not found: installing Debian's nats-server" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nats-server >/dev/null
+}
+
+nats_bin() {
+  command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server
+}
+
+# Starts (or restarts, on the same port and store) the NATS server.
+nats_start() {
+  nats_install || return 1
+  local dir=$SERVICES_DIR/nats
+  mkdir -p "$dir/store"
+  NATS_PORT=${NATS_PORT:-$(services_free_port)}
+  "$(nats_bin)" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$dir/store" >"$dir/nats.log" 2>&1 &
+  echo $! >"$dir/pid"
+  local i
+  for i in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then
+      export NATS_PORT OPENSPINE_TEST_NATS_URL=nats://127.0.0.1:$NATS_PORT
+      echo "NATS JetStream on 127.0.0.1:$NATS_PORT" >&2
+      return 0
+    fi
+    sleep 0.1
+  done
+  tail -20 "$dir/nats.log" >&2
+  return 1
+}
+
+nats_stop() {
+  local pid_file=$SERVICES_DIR/nats/pid
+  [ -f "$pid_file" ] || return 0
+  kill "$(cat "$pid_file")" 2>/dev/null
+  wait "$(cat "$pid_file")" 2>/dev/null
+  while kill -0 "$(cat "$pid_file")" 2>/dev/null; do sleep 0.1; done
+  rm -f "$pid_file"
+}
+
 services_start() {
   SERVICES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/openspine-services.XXXXXX")
   chmod 755 "$SERVICES_DIR"
   export SERVICES_DIR
-  postgres_start && garage_start
+  postgres_start && garage_start && nats_start
 }
 
 services_stop() {
   [ -n "$SERVICES_DIR" ] && [ -d "$SERVICES_DIR" ] || return 0
   [ -n "${PG_DATA:-}" ] && [ -f "$PG_DATA/postmaster.pid" ] && pg_stop 2>/dev/null
+  nats_stop 2>/dev/null
   if [ -f "$SERVICES_DIR/garage/pid" ]; then
     kill "$(cat "$SERVICES_DIR/garage/pid")" 2>/dev/null
     wait "$(cat "$SERVICES_DIR/garage/pid")" 2>/dev/null

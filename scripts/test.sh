@@ -45,18 +45,19 @@ need_python() {
     "$py" -m venv .venv || return 1
   fi
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt \
-    -r tests/frontdoor/requirements.txt
+    -r tests/frontdoor/requirements.txt -r tests/events/requirements.txt
 }
 
 run "cargo fmt --check" cargo fmt --all -- --check || failed=$((failed + 1))
 run "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings || failed=$((failed + 1))
 
-# A throwaway PostgreSQL and S3 server for the shared-backend tests; stopped on exit.
+# A throwaway PostgreSQL, S3 and NATS JetStream server for the shared-backend and events
+# tests; stopped on exit.
 # shellcheck source=services.sh
 source scripts/services.sh
 trap 'services_stop' EXIT
 shared=0
-if run "services: throwaway PostgreSQL and Garage S3" services_start; then
+if run "services: throwaway PostgreSQL, Garage S3 and NATS JetStream" services_start; then
   shared=1
 else
   failed=$((failed + 1))
@@ -111,6 +112,18 @@ if [ -x "$bin" ] && run "python venv" need_python; then
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
   if [ "$fd_rc" -ne 0 ]; then
     failures+=("front door"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
+  fi
+
+  # The events service end to end: tokens minted with PyJWT, deliveries downloaded with the
+  # NHS mesh-client, consumed from the JetStream server above, received by a webhook.
+  step "events: publish, subscribe and deliver (mesh-client, nats-py, webhook)"
+  OPENSPINE_BIN="$bin" .venv/bin/python -m pytest -q tests/events 2>&1 | tee "$log_dir/pytest-events.log"
+  ev_rc=${PIPESTATUS[0]}
+  p=$(grep -Eo '[0-9]+ passed' "$log_dir/pytest-events.log" | tail -1 | awk '{print $1+0}')
+  f=$(grep -Eo '[0-9]+ (failed|error)' "$log_dir/pytest-events.log" | awk '{s+=$1} END {print s+0}')
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ "$ev_rc" -ne 0 ]; then
+    failures+=("events"); [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
   fi
 
   # The NHS sandbox's own packaged test suite, over HTTP against `openspine serve --demo --sandbox`.

@@ -16,6 +16,7 @@ pub mod channel;
 pub mod config;
 pub mod dispatch;
 pub mod metrics;
+pub mod settings;
 
 pub use config::EventsConfig;
 

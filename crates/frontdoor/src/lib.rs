@@ -76,15 +76,31 @@ fn demo_app() -> App {
         jwks_url: None,
         jwks: auth_protocol::Jwks::parse(DEMO_JWKS.as_bytes()),
         asid: Some("200000000001".into()),
-        products: vec![registry::Product {
-            name: "openspine-demo".into(),
-            scopes: hello::DEMO_SCOPES.iter().map(|s| s.to_string()).collect(),
-            apis: vec![hello::API.into()],
-        }],
+        products: vec![
+            registry::Product {
+                name: "openspine-demo".into(),
+                scopes: hello::DEMO_SCOPES.iter().map(|s| s.to_string()).collect(),
+                apis: vec![hello::API.into()],
+            },
+            // The events service: subscribe, and publish any type.
+            registry::Product {
+                name: "openspine-demo-events".into(),
+                scopes: vec![DEMO_EVENTS_SCOPE.into()],
+                apis: vec![DEMO_EVENTS_API.into()],
+            },
+        ],
         rate_limits: Default::default(),
-        flags: Default::default(),
+        flags: serde_json::json!({DEMO_EVENTS_API: {"permissions": ["events:create:*"]}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
     }
 }
+
+/// The events service as the demo app is subscribed to it (by name: the front door
+/// knows no service's crate).
+const DEMO_EVENTS_API: &str = "multicast-notification-service";
+const DEMO_EVENTS_SCOPE: &str = "urn:nhsd:apim:app:level3:multicast-notification-service";
 
 /// Everything the front door's handlers share. Cheap to clone.
 #[derive(Clone)]

@@ -1,5 +1,6 @@
 //! The configuration file (`--config FILE` or `OPENSPINE_CONFIG`): TOML whose sections
-//! are the services and the shared parts (`[server]`, `[store]`, `[mesh]`, `[frontdoor]`),
+//! are the services and the shared parts (`[server]`, `[store]`, `[mesh]`, `[frontdoor]`,
+//! `[events]`),
 //! each key the name of a `serve` setting (`listen`, `max_chunk_size`, …).
 //!
 //! A key is exactly its environment variable without the `OPENSPINE_` prefix, and the file
@@ -38,6 +39,13 @@ pub fn sections(serve: &clap::Command) -> BTreeMap<String, &'static str> {
             .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
             .collect()
     };
+    let events: Vec<String> = {
+        use clap::Args;
+        events_server::settings::EventsArgs::augment_args(clap::Command::new("x"))
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect()
+    };
     for arg in serve.get_arguments() {
         let Some(env) = arg.get_env() else { continue };
         let env = env.to_string_lossy().into_owned();
@@ -47,6 +55,8 @@ pub fn sections(serve: &clap::Command) -> BTreeMap<String, &'static str> {
         let key = key.to_ascii_lowercase();
         let section = if frontdoor.contains(&env) {
             "frontdoor"
+        } else if events.contains(&env) {
+            "events"
         } else if SERVER_KEYS.contains(&key.as_str()) {
             "server"
         } else if STORE_KEYS.contains(&key.as_str()) {
@@ -110,7 +120,7 @@ pub fn apply(path: &Path, serve: &clap::Command) -> anyhow::Result<()> {
     for (section, table) in &doc {
         let Some(table) = table.as_table() else {
             bail!(
-                "{}: `{section}` is not a section ([server], [store], [mesh] or [frontdoor])",
+                "{}: `{section}` is not a section ([server], [store], [mesh], [frontdoor] or [events])",
                 path.display()
             );
         };

@@ -266,6 +266,8 @@ struct ServeArgs {
     log_json: bool,
     #[command(flatten)]
     frontdoor: frontdoor::settings::FrontDoorArgs,
+    #[command(flatten)]
+    events: events_server::settings::EventsArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -566,9 +568,30 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
         println!("front door: on, {} apps", registry.len());
     } else {
         println!("front door: off (no --frontdoor-registry)");
-        if !args.mesh {
+        if !args.mesh && !args.events.enabled(args.demo) {
             anyhow::bail!("no service is enabled: MESH is off and the front door has no registry");
         }
+    }
+    if args.events.enabled(args.demo) {
+        args.events
+            .config(args.sandbox, "http://localhost")
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "events: on{}; MESH deliveries from {}; queues {}; webhooks {}",
+            if args.sandbox { " (sandbox)" } else { "" },
+            args.events
+                .events_mesh_mailbox
+                .as_deref()
+                .unwrap_or("nobody (off)"),
+            args.events.events_nats_url.as_deref().unwrap_or("off"),
+            if args.events.events_webhooks {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    } else {
+        println!("events: off");
     }
     let mut warnings: Vec<String> = directory
         .as_ref()
@@ -624,10 +647,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    if mesh.is_none() && front_door.is_none() {
+    let events = if args.events.enabled(args.demo) {
+        Some(
+            start_events(
+                &args,
+                &tls,
+                mesh.as_ref(),
+                coord.clone(),
+                front_door.is_some(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    if mesh.is_none() && front_door.is_none() && events.is_none() {
         anyhow::bail!(
-            "no service is enabled: MESH is off (--mesh false) and the front door has no \
-             registry (--frontdoor-registry FILE, --frontdoor or --demo)"
+            "no service is enabled: MESH is off (--mesh false), the front door has no \
+             registry (--frontdoor-registry FILE, --frontdoor or --demo) and the events \
+             service is off (--events)"
         );
     }
     spawn_reload_on_hangup(mesh.clone(), tls.clone(), front_door.clone());
@@ -648,6 +686,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mut services = Vec::new();
             services.extend(mesh.as_ref().map(mesh_server::ops::service_ops));
             services.extend(front_door.as_ref().map(frontdoor::FrontDoor::service_ops));
+            services.extend(events.as_ref().map(events_server::Events::service_ops));
             let admin = spine_http::routes(
                 mesh.iter()
                     .map(|state| mesh_server::ops::admin_router(state.clone(), tls.clone())),
@@ -667,6 +706,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         mesh = mesh.is_some(),
         frontdoor = front_door.is_some(),
+        events = events.is_some(),
         sandbox = args.sandbox,
         tls = tls.is_some(),
         mutual_tls = args.client_ca.is_some(),
@@ -674,10 +714,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // One listener for every enabled service, each under its NHS base path.
     let config = platform.listener("api");
+    let events_routes = events.map(|ev| {
+        let api = events_server::api::router(ev.clone());
+        // Outside the sandbox every call but health passes the front door's checks.
+        let api = match (&front_door, args.sandbox) {
+            (Some(fd), false) => {
+                frontdoor::bearer::layer(fd.clone(), events_server::Events::protected(), api)
+            }
+            _ => api,
+        };
+        events_server::api::layers(
+            api.merge(events_server::api::open_router(ev)),
+            platform.body_idle_timeout,
+        )
+    });
     let app = spine_http::routes(
         mesh.map(mesh_server::router)
             .into_iter()
-            .chain(front_door.map(frontdoor::router)),
+            .chain(front_door.map(frontdoor::router))
+            .chain(events_routes),
     );
     spine_http::serve(listener, app, &config, tls, shutdown_signal()).await?;
     let _ = ops_stop.send(());
@@ -686,6 +741,63 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the events store (SQLite in the data directory, or the `ev_*` tables of
+/// `--database-url`), starts the dispatcher and, with MESH, the relay of MESH's events.
+async fn start_events(
+    args: &ServeArgs,
+    tls: &Option<TlsReloader>,
+    mesh: Option<&AppState>,
+    coord: std::sync::Arc<dyn spine_store::Coordination>,
+    front_door: bool,
+) -> anyhow::Result<events_server::Events> {
+    if !args.sandbox && !front_door {
+        anyhow::bail!(
+            "the events service needs the front door for its tokens: give \
+             --frontdoor-registry FILE (or --demo), or run it with --sandbox"
+        );
+    }
+    let public = args.frontdoor.public_base_url.clone().unwrap_or_else(|| {
+        format!(
+            "{}://{}",
+            if tls.is_some() { "https" } else { "http" },
+            args.listen
+        )
+    });
+    let config = args
+        .events
+        .config(args.sandbox, &public)
+        .map_err(anyhow::Error::msg)?;
+    let store: std::sync::Arc<dyn events_store::EventStore> = match &args.database_url {
+        Some(url) if url.starts_with("postgres") => std::sync::Arc::new(
+            events_store::PgEventStore::connect(url, args.database_pool.max(1))
+                .await
+                .with_context(|| format!("opening the events store {}", redact_url(url)))?,
+        ),
+        _ => std::sync::Arc::new(
+            events_store::SqliteEventStore::open(&args.data_dir)
+                .await
+                .with_context(|| {
+                    format!("opening the events store in {}", args.data_dir.display())
+                })?,
+        ),
+    };
+    let mailboxes = mesh.map(|state| {
+        std::sync::Arc::new(mesh_server::events::MeshMailboxes(state.clone()))
+            as std::sync::Arc<dyn spine_events::Mailboxes>
+    });
+    let skip = config.mesh_mailbox.clone();
+    let events = events_server::Events::new(config, store, coord, mailboxes);
+    events_server::metrics::register();
+    if !args.sandbox {
+        events.spawn_dispatcher();
+        if let Some(state) = mesh {
+            mesh_server::events::spawn_relay(state.clone(), events.publisher("mesh"), skip);
+        }
+    }
+    tracing::info!(sandbox = args.sandbox, "events service ready");
+    Ok(events)
 }
 
 /// Opens MESH's store, sweeps what a crash left, loads the mailboxes and starts MESH's
