@@ -99,11 +99,20 @@ pub fn make(dir: &Path, name: &str, token_url: &str) -> Result<DevApp, DevAppErr
             "client_secret": client_secret,
             "jwks": set,
             "asid": "200000000999",
-            "products": [{
-                "name": format!("{name}-hello-world"),
-                "scopes": crate::hello::DEMO_SCOPES,
-                "apis": [crate::hello::API],
-            }],
+            "products": [
+                {
+                    "name": format!("{name}-hello-world"),
+                    "scopes": crate::hello::DEMO_SCOPES,
+                    "apis": [crate::hello::API],
+                },
+                {
+                    "name": format!("{name}-events"),
+                    "scopes": [crate::DEMO_EVENTS_SCOPE],
+                    "apis": [crate::DEMO_EVENTS_API],
+                },
+            ],
+            // A developer's app may publish any event type to the events service.
+            "flags": {crate::DEMO_EVENTS_API: {"permissions": ["events:create:*"]}},
         });
         use std::io::Write;
         // The registry holds client secrets: created readable by its owner only.

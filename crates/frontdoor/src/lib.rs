@@ -99,8 +99,9 @@ fn demo_app() -> App {
 
 /// The events service as the demo app is subscribed to it (by name: the front door
 /// knows no service's crate).
-const DEMO_EVENTS_API: &str = "multicast-notification-service";
-const DEMO_EVENTS_SCOPE: &str = "urn:nhsd:apim:app:level3:multicast-notification-service";
+pub(crate) const DEMO_EVENTS_API: &str = "multicast-notification-service";
+pub(crate) const DEMO_EVENTS_SCOPE: &str =
+    "urn:nhsd:apim:app:level3:multicast-notification-service";
 
 /// Everything the front door's handlers share. Cheap to clone.
 #[derive(Clone)]
