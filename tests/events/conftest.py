@@ -82,6 +82,9 @@ class Server:
     apps: dict[str, AppKey]
     nats_url: str
     tokens: dict[str, str]
+    binary: str
+    ops_url: str
+    admin_token: str
 
     def url(self, path: str) -> str:
         return f"{self.base}{BASE}{path}"
@@ -184,6 +187,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (work / "webhook.key").write_text(uuid.uuid4().hex + uuid.uuid4().hex)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    ops_port = free_port()
+    admin_token = uuid.uuid4().hex
     argv = [
         binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(work / "data"),
         "--mailboxes", str(work / "mailboxes.jsonl"), "--workflows", str(work / "workflows.jsonl"),
@@ -194,6 +199,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "--events-retry-base-ms", "100", "--events-retry-max-secs", "1", "--events-retry-for-secs", "3",
         "--events-attempt-timeout-secs", "2",
         "--inbox-expiry-secs", "5", "--lifecycle-interval-secs", "1",
+        "--ops-listen", f"127.0.0.1:{ops_port}", "--admin-token", admin_token,
     ]
     log = open(work / "server.log", "w")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -208,7 +214,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             log.flush()
             pytest.fail("the server did not start:\n" + (work / "server.log").read_text()[-4000:])
         time.sleep(0.1)
-    yield Server(base, work / "data", apps, nats_url, {})
+    yield Server(base, work / "data", apps, nats_url, {}, binary, f"http://127.0.0.1:{ops_port}", admin_token)
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=10)

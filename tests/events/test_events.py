@@ -374,3 +374,57 @@ def test_a_sender_gets_receipts_when_its_message_is_acknowledged_and_when_one_ex
         x26abc2.close()
         server.call("DELETE", f"/subscriptions/{acked_sub}")
         server.call("DELETE", f"/subscriptions/{expired_sub}")
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_cli_publishes_from_a_file_and_tails_live(server: Server):
+    import os
+    import subprocess
+
+    env = dict(os.environ, OPENSPINE_ADMIN_URL=server.ops_url, OPENSPINE_ADMIN_TOKEN=server.admin_token)
+    marker = f"cli-{uuid.uuid4().hex[:8]}"
+    import requests
+
+    # Start after everything already accepted: the admin API's `next`.
+    head = requests.get(
+        f"{server.ops_url}/admin/v1/events", params={"after": 0, "limit": 1000},
+        headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=10,
+    ).json()
+    while head["events"]:
+        head = requests.get(
+            f"{server.ops_url}/admin/v1/events", params={"after": head["next"], "limit": 1000},
+            headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=10,
+        ).json()
+    tail = subprocess.Popen(
+        [server.binary, "events", "tail", "--type", "pds-change-of-gp-2", "--from", str(head["next"]), "--count", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = signal_event("pds-change-of-gp-2", subject=marker)
+        done = subprocess.run(
+            [server.binary, "events", "publish", "-"], input=json.dumps(first), env=env,
+            capture_output=True, text=True, timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["id"] == first["id"]
+        bad = subprocess.run(
+            [server.binary, "events", "publish", "-"], input=json.dumps(dict(first, time="yesterday")), env=env,
+            capture_output=True, text=True, timeout=30,
+        )
+        assert bad.returncode != 0
+        assert "Please provide a valid time" in bad.stderr
+        # Published over HTTP too: the tail sees both, live, oldest first.
+        second = signal_event("pds-change-of-gp-2", subject=marker)
+        assert server.publish(second).status_code == 200
+        out, err = tail.communicate(timeout=30)
+    finally:
+        tail.kill()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert tail.returncode == 0, err
+    ids = [line["event"]["id"] for line in lines]
+    assert ids == [first["id"], second["id"]], ids
+    assert lines[0]["seq"] < lines[1]["seq"]

@@ -11,6 +11,7 @@
 //!   webhook.
 //! * [`Events::publisher`]: how another service (MESH, PDS) publishes in-process.
 
+pub mod admin;
 pub mod api;
 pub mod channel;
 pub mod config;

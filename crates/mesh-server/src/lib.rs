@@ -234,7 +234,7 @@ pub async fn serve_ops(
     let config = state.config().listener("ops");
     let app = spine_http::ops::router(
         vec![ops::service_ops(&state)],
-        ops::admin_router(state, tls),
+        ops::admin_router(state, tls, axum::Router::new()),
     );
     spine_http::serve(listener, app, &config, None, shutdown).await
 }

@@ -43,7 +43,10 @@ const MAX_SEARCH: u32 = 1000;
 /// MESH's part of the ops listener: metrics, health and readiness come from
 /// [`spine_http::ops`], with MESH's admin API merged in.
 pub fn router(app: AppState, tls: Option<TlsReloader>) -> Router {
-    spine_http::ops::router(vec![service_ops(&app)], admin_router(app, tls))
+    spine_http::ops::router(
+        vec![service_ops(&app)],
+        admin_router(app, tls, Router::new()),
+    )
 }
 
 /// MESH's readiness for the ops listener's `/readyz`.
@@ -58,8 +61,9 @@ pub fn service_ops(app: &AppState) -> spine_http::ops::ServiceOps {
     }
 }
 
-/// The admin API (`/admin/v1/…`), behind the admin token.
-pub fn admin_router(app: AppState, tls: Option<TlsReloader>) -> Router {
+/// The admin API (`/admin/v1/…`), behind the admin token. `others`: other services'
+/// admin routes, put behind the same token and audit.
+pub fn admin_router(app: AppState, tls: Option<TlsReloader>, others: Router) -> Router {
     let state = OpsState { app, tls };
     Router::new()
         .route("/admin/v1/messages", get(search))
@@ -70,11 +74,9 @@ pub fn admin_router(app: AppState, tls: Option<TlsReloader>) -> Router {
         .route("/admin/v1/inboxes", get(inboxes))
         .route("/admin/v1/workflows", get(workflows))
         .route("/admin/v1/reload", post(reload))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_admin,
-        ))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(others)
+        .layer(axum::middleware::from_fn_with_state(state, require_admin))
 }
 
 /// An admin API answer: JSON with one `error` field saying what went wrong.

@@ -6,8 +6,9 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// Where the admin API is and the token for it (shared by `admin` and `events`).
 #[derive(Args)]
-pub struct AdminArgs {
+pub struct OpsClient {
     /// The server's ops listener (its --ops-listen address).
     #[arg(
         long,
@@ -21,6 +22,27 @@ pub struct AdminArgs {
     /// The admin token (prefer --token-file).
     #[arg(long, env = "OPENSPINE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+impl OpsClient {
+    pub(crate) fn api(&self) -> anyhow::Result<Api> {
+        Ok(Api {
+            // Never through a proxy from the environment: the ops listener is local or on
+            // a management network, and the bearer token must not go to a third party.
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(std::time::Duration::from_secs(90))
+                .build()?,
+            base: self.url.clone(),
+            token: token(self)?,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    ops: OpsClient,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -75,25 +97,42 @@ enum AdminCommand {
     Reload,
 }
 
-struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Api {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         query: &[(&str, String)],
     ) -> anyhow::Result<Value> {
+        self.call_with(method, path, query, None).await
+    }
+
+    /// The same, with a JSON body.
+    pub(crate) async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base.trim_end_matches('/'));
-        let response = self
+        let mut request = self
             .http
             .request(method, &url)
             .bearer_auth(&self.token)
-            .query(query)
+            .query(query);
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/cloudevents+json")
+                .body(body);
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("calling {url} (is the server running with --ops-listen?)"))?;
@@ -101,13 +140,16 @@ impl Api {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let why = body["error"].as_str().unwrap_or("no reason given");
-            bail!("{status}: {why}");
+            match body.get("validationErrors") {
+                Some(fields) => bail!("{status}: {why}: {fields}"),
+                None => bail!("{status}: {why}"),
+            }
         }
         Ok(body)
     }
 }
 
-fn token(args: &AdminArgs) -> anyhow::Result<String> {
+fn token(args: &OpsClient) -> anyhow::Result<String> {
     match (&args.token_file, &args.token) {
         (Some(path), _) => Ok(std::fs::read_to_string(path)
             .with_context(|| format!("reading {}", path.display()))?
@@ -131,16 +173,7 @@ fn message_id(id: &str) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let api = Api {
-        // Never through a proxy from the environment: the ops listener is local or on a
-        // management network, and the bearer token must not go to a third party.
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()?,
-        base: args.url.clone(),
-        token: token(&args)?,
-    };
+    let api = args.ops.api()?;
     use reqwest::Method;
     let (body, render): (Value, fn(&Value) -> String) = match &args.command {
         AdminCommand::Message { id } => (

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config_file;
+mod events_cli;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -38,6 +39,9 @@ enum Command {
     /// Operate a running server through its admin API (its --ops-listen address): find,
     /// expire, redeliver or remove messages, watch inbox depths, reload.
     Admin(admin::AdminArgs),
+    /// The events service of a running server (its ops listener and admin token): `tail`
+    /// prints events live as JSON lines, `publish FILE` publishes a CloudEvent.
+    Events(events_cli::EventsCliArgs),
     /// Write a throwaway CA, a server certificate and client certificates (PEM) for
     /// trying mutual TLS locally. Not for production.
     DevCerts(DevCertsArgs),
@@ -311,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::CheckConfig(args) => check_config(&args),
         Command::Admin(args) => admin::run(args).await,
+        Command::Events(args) => events_cli::run(args).await,
         Command::DevCerts(args) => {
             let made = mesh_server::devcerts::generate(&args.out, &args.hosts, &args.clients)?;
             println!("CA:          {}", made.ca.display());
@@ -687,10 +692,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             services.extend(mesh.as_ref().map(mesh_server::ops::service_ops));
             services.extend(front_door.as_ref().map(frontdoor::FrontDoor::service_ops));
             services.extend(events.as_ref().map(events_server::Events::service_ops));
-            let admin = spine_http::routes(
-                mesh.iter()
-                    .map(|state| mesh_server::ops::admin_router(state.clone(), tls.clone())),
+            // Every service's admin routes sit behind MESH's admin token check (without
+            // MESH, there is no admin API yet).
+            let others = spine_http::routes(
+                events
+                    .iter()
+                    .map(|ev| events_server::admin::router(ev.clone())),
             );
+            let admin = spine_http::routes(mesh.iter().map(|state| {
+                mesh_server::ops::admin_router(state.clone(), tls.clone(), others.clone())
+            }));
             let app = spine_http::ops::router(services, admin);
             let config = platform.listener("ops");
             Some(tokio::spawn(async move {
