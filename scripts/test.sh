@@ -140,6 +140,8 @@ if [ -x "$bin" ] && run "python venv" need_python; then
   if [ -z "${QUICK:-}" ]; then
     if run "crash test: kill -9 cycles" .venv/bin/python tests/system/crash_test.py --bin "$bin" --cycles "${CRASH_CYCLES:-12}"; then
       passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    if run "events crash test: kill -9 while publishing and delivering" .venv/bin/python tests/system/events_crash_test.py --bin "$bin" --cycles "${EVENTS_CRASH_CYCLES:-8}"; then
+      passed=$((passed + 1)); else failed=$((failed + 1)); fi
     if run "memory test: 1 GiB in 20 MiB chunks" .venv/bin/python tests/system/memory_test.py --bin "$bin" --size-mib 1024 --chunk-mib 20 --limit-mib 128; then
       passed=$((passed + 1)); else failed=$((failed + 1)); fi
     for scenario in chaos outage; do
