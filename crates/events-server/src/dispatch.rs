@@ -5,11 +5,11 @@
 //! per subscription (at most `concurrency`, never two for one subscription in this
 //! process). A task first takes the subscription's lease in the coordination store, so
 //! that across nodes one at a time works a queue; it then delivers the queue's head in
-//! event order, renewing the lease before each delivery. A failure holds the queue
-//! (order is kept) until its retry time; after `retry_for` of failures the event becomes
-//! a dead letter and the queue moves on. A node that dies mid-delivery stops renewing:
-//! another takes the queue when the lease runs out and delivers the event again (at least
-//! once; subscribers de-duplicate on the event id).
+//! event order, renewing the lease before each delivery and while it runs. A failure
+//! holds the queue (order is kept) until its retry time; after `retry_for` of failures
+//! the event becomes a dead letter and the queue moves on. A node that dies mid-delivery
+//! stops renewing: another takes the queue when the lease runs out and delivers the event
+//! again (at least once; subscribers de-duplicate on the event id).
 
 use crate::channel::Failure;
 use crate::Events;
@@ -115,16 +115,35 @@ impl Events {
                 if !self.take_lease(subscription_id).await {
                     return;
                 }
-                let attempt = self
-                    .inner
-                    .channels
-                    .deliver(
-                        config,
-                        self.inner.mailboxes.as_ref(),
-                        &stored.subscription,
-                        &pending.event,
-                    )
-                    .await;
+                // The lease is renewed while the delivery runs (a slow subscriber must not
+                // let it lapse and another node start the same delivery); if it is lost
+                // all the same, this node stops and leaves the queue to the new holder.
+                let deliver = self.inner.channels.deliver(
+                    config,
+                    self.inner.mailboxes.as_ref(),
+                    &stored.subscription,
+                    &pending.event,
+                );
+                tokio::pin!(deliver);
+                let mut renew = tokio::time::interval(config.lease / 3);
+                renew.tick().await;
+                let attempt = loop {
+                    tokio::select! {
+                        result = &mut deliver => break Some(result),
+                        _ = renew.tick() => {
+                            if !self.take_lease(subscription_id).await {
+                                break None;
+                            }
+                        }
+                    }
+                };
+                let Some(attempt) = attempt else {
+                    tracing::warn!(
+                        subscription = subscription_id,
+                        "events: lease lost during a delivery; leaving the queue to its new holder"
+                    );
+                    return;
+                };
                 let now = Utc::now();
                 let seq = pending.event.seq;
                 let outcome = match attempt {
