@@ -193,8 +193,9 @@ nats_start() {
 nats_stop() {
   local pid_file=$SERVICES_DIR/nats/pid
   [ -f "$pid_file" ] || return 0
-  kill "$(cat "$pid_file")" 2>/dev/null
-  wait "$(cat "$pid_file")" 2>/dev/null
+  kill "$(cat "$pid_file")" 2>/dev/null || true
+  # Not a child when called from another shell: wait by polling instead.
+  wait "$(cat "$pid_file")" 2>/dev/null || true
   while kill -0 "$(cat "$pid_file")" 2>/dev/null; do sleep 0.1; done
   rm -f "$pid_file"
 }

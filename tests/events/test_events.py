@@ -428,3 +428,46 @@ def test_the_cli_publishes_from_a_file_and_tails_live(server: Server):
     ids = [line["event"]["id"] for line in lines]
     assert ids == [first["id"], second["id"]], ids
     assert lines[0]["seq"] < lines[1]["seq"]
+
+
+# --------------------------------------------------------------------------------------------
+# A subscriber's outage holds only its own deliveries
+# --------------------------------------------------------------------------------------------
+
+
+def _services(action: str) -> None:
+    import os
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(["bash", os.path.join(repo, "scripts/services.sh"), action], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(
+    not __import__("os").environ.get("SERVICES_DIR") or not __import__("os").environ.get("NATS_PORT"),
+    reason="needs the NATS server of scripts/services.sh (SERVICES_DIR, NATS_PORT), which the test command starts",
+)
+def test_a_stopped_nats_server_holds_only_its_subscriptions_and_delivery_resumes(server: Server):
+    subject = f"mns.suite.outage.s{uuid.uuid4().hex[:8]}"
+    nats_sub = server.subscribe("eventType=mns-test-signal-1 AND generalpractitioner=Y44444", f"nats:{subject}").json()["id"]
+    receiver = Receiver()
+    try:
+        hook_sub = server.subscribe("eventType=mns-test-signal-1 AND generalpractitioner=Y44444", receiver.url).json()["id"]
+        _services("nats_stop")
+        try:
+            event = signal_event(filtering={"generalpractitioner": "Y44444"})
+            t0 = time.time()
+            assert server.publish(event).status_code == 200
+            assert time.time() - t0 < 1.0, "publishing does not wait for NATS"
+            # The webhook subscriber is not held up by the other one's outage.
+            wait_for("the webhook delivery", lambda: receiver.received, timeout_s=5)
+            time.sleep(0.5)
+        finally:
+            _services("nats_start")
+        got = asyncio.run(_consume(server.nats_url, subject, 1))
+        assert [body["id"] for body, _ in got] == [event["id"]]
+        server.call("DELETE", f"/subscriptions/{hook_sub}")
+    finally:
+        receiver.close()
+        server.call("DELETE", f"/subscriptions/{nats_sub}")
