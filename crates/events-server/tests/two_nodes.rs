@@ -20,25 +20,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-async fn fresh_pg_url() -> Option<String> {
-    use sqlx::Connection;
-    let Ok(server) = std::env::var("OPENSPINE_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("OPENSPINE_REQUIRE_SHARED_BACKEND").as_deref() != Ok("1"),
-            "OPENSPINE_REQUIRE_SHARED_BACKEND=1 but OPENSPINE_TEST_DATABASE_URL is not set"
-        );
-        return None;
-    };
-    let name = format!("evn_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = server.rsplit_once('/').expect("database URL with a path");
-    Some(format!("{base}/{name}"))
-}
-
 #[derive(Default)]
 struct Seen {
     in_flight: HashSet<String>,
@@ -126,7 +107,7 @@ fn event(n: usize) -> Accepted {
 #[test]
 fn two_nodes_deliver_each_event_once_at_a_time_in_order_and_survive_a_crash() {
     let main = tokio::runtime::Runtime::new().unwrap();
-    let Some(url) = main.block_on(fresh_pg_url()) else {
+    let Some(url) = main.block_on(spine_store::testing::fresh_database("evn")) else {
         return;
     };
     let seen: Arc<Mutex<Seen>> = Arc::default();

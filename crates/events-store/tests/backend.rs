@@ -17,25 +17,6 @@ struct Backend {
     _dir: tempfile::TempDir,
 }
 
-async fn fresh_pg_url() -> Option<String> {
-    use sqlx::Connection;
-    let Ok(server) = std::env::var("OPENSPINE_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("OPENSPINE_REQUIRE_SHARED_BACKEND").as_deref() != Ok("1"),
-            "OPENSPINE_REQUIRE_SHARED_BACKEND=1 but OPENSPINE_TEST_DATABASE_URL is not set"
-        );
-        return None;
-    };
-    let name = format!("ev_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = server.rsplit_once('/').expect("database URL with a path");
-    Some(format!("{base}/{name}"))
-}
-
 async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(dir.path()).await.unwrap());
@@ -46,7 +27,7 @@ async fn backends() -> Vec<Backend> {
         b: sqlite,
         _dir: dir,
     }];
-    if let Some(url) = fresh_pg_url().await {
+    if let Some(url) = spine_store::testing::fresh_database("ev").await {
         let (a, b) = tokio::join!(
             PgEventStore::connect(&url, 4),
             PgEventStore::connect(&url, 4)

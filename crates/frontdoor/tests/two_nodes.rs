@@ -11,27 +11,8 @@ use common::*;
 use spine_store::{Coordination, PgCoordination};
 use std::sync::Arc;
 
-async fn pg() -> Option<String> {
-    use sqlx::Connection;
-    let Ok(server) = std::env::var("OPENSPINE_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("OPENSPINE_REQUIRE_SHARED_BACKEND").as_deref() != Ok("1"),
-            "OPENSPINE_REQUIRE_SHARED_BACKEND=1 but OPENSPINE_TEST_DATABASE_URL is not set"
-        );
-        return None;
-    };
-    let name = format!("fd_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = server.rsplit_once('/').unwrap();
-    Some(format!("{base}/{name}"))
-}
-
 async fn two_nodes() -> Option<(Node, Node)> {
-    let url = pg().await?;
+    let url = spine_store::testing::fresh_database("fd").await?;
     let jwks = jwks_server().await;
     let mut nodes = Vec::new();
     for _ in 0..2 {

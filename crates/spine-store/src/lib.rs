@@ -28,6 +28,8 @@ pub mod embedded;
 mod error;
 mod pg;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod writer;
 
 pub use blob::{BlobStore, ByteStream, LocalBlobStore, S3BlobStore, S3Options};
