@@ -33,6 +33,8 @@ pub struct EventsConfig {
     pub lease: Duration,
     /// `version` in the sandbox's `/_ping`.
     pub version: serde_json::Value,
+    /// Events older than this that nobody is owed are deleted; `None` keeps them all.
+    pub retention: Option<Duration>,
 }
 
 impl Default for EventsConfig {
@@ -52,6 +54,7 @@ impl Default for EventsConfig {
             concurrency: 64,
             lease: Duration::from_secs(30),
             version: serde_json::json!({}),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod channel;
 pub mod config;
 pub mod dispatch;
 pub mod metrics;
+pub mod retention;
 pub mod settings;
 
 pub use config::EventsConfig;

@@ -18,6 +18,7 @@ pub fn register() {
         metrics::counter!("events_published_total", "service" => "events", "outcome" => outcome)
             .increment(0);
     }
+    metrics::counter!("events_purged_total", "service" => "events").increment(0);
     for kind in KINDS {
         metrics::counter!("events_delivered_total", "service" => "events", "channel" => kind)
             .increment(0);

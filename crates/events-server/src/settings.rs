@@ -51,6 +51,14 @@ pub struct EventsArgs {
     /// long after the node working them dies.
     #[arg(long, env = "OPENSPINE_EVENTS_LEASE_SECS", default_value_t = 30)]
     pub events_lease_secs: u64,
+    /// Seconds accepted events are kept once nobody is owed them (0 keeps them all). A
+    /// repeat of an event's source and id after that is a new event.
+    #[arg(
+        long,
+        env = "OPENSPINE_EVENTS_RETENTION_SECS",
+        default_value_t = 604_800
+    )]
+    pub events_retention_secs: u64,
     /// Subscriptions one node delivers to at once.
     #[arg(long, env = "OPENSPINE_EVENTS_CONCURRENCY", default_value_t = 64)]
     pub events_concurrency: usize,
@@ -103,6 +111,8 @@ impl EventsArgs {
             lease: Duration::from_secs(self.events_lease_secs.max(1)),
             concurrency: self.events_concurrency.max(1),
             version: serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
+            retention: (self.events_retention_secs > 0)
+                .then(|| Duration::from_secs(self.events_retention_secs)),
             ..EventsConfig::default()
         })
     }

@@ -178,6 +178,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     async fn backlog(&self) -> Result<Backlog>;
 
+    /// Deletes up to `limit` events received before `before` that no subscription still
+    /// owes (no queued delivery) and no dead letter refers to; returns how many. Their
+    /// `(source, id)` is forgotten with them: a repeat after that is a new event.
+    async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
+
     async fn ping(&self) -> Result<()>;
 }
 

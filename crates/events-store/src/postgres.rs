@@ -457,6 +457,21 @@ impl EventStore for PgEventStore {
         ))
     }
 
+    async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM ev_events WHERE seq IN (SELECT e.seq FROM ev_events e \
+             WHERE e.received_at < $1 AND e.seq IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM ev_deliveries d WHERE d.event_seq = e.seq) \
+             AND NOT EXISTS (SELECT 1 FROM ev_dead_letters x WHERE x.event_seq = e.seq) \
+             ORDER BY e.seq LIMIT $2)",
+        )
+        .bind(millis(before))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

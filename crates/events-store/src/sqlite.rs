@@ -28,6 +28,7 @@ enum Reply {
     Published(Published),
     Write(SubscriptionWrite),
     Flag(bool),
+    Count(u64),
     Done,
 }
 
@@ -526,6 +527,33 @@ impl EventStore for SqliteEventStore {
                 .map(|(endpoint, n, oldest)| (kind_of(&endpoint), n, oldest)),
             dead,
         ))
+    }
+
+    async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let reply = self
+            .writer
+            .write(job(move |tx| {
+                Box::pin(async move {
+                    let gone = sqlx::query(
+                        "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e \
+                         WHERE e.received_at < ? \
+                         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) \
+                         AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.event_seq = e.seq) \
+                         ORDER BY e.seq LIMIT ?)",
+                    )
+                    .bind(millis(before))
+                    .bind(i64::from(limit))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    Ok(Reply::Count(gone))
+                })
+            }))
+            .await?;
+        match reply {
+            Reply::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn ping(&self) -> Result<()> {

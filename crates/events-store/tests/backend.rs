@@ -376,3 +376,71 @@ async fn nodes_publishing_at_once_number_events_without_gaps() {
         assert_eq!(b.b.head(&sub, 100).await.unwrap().len(), 20);
     }
 }
+
+#[tokio::test]
+async fn retention_removes_only_events_nobody_is_owed_or_refers_to() {
+    for b in backends().await {
+        let s = b.a.as_ref();
+        let sub = subscribe(
+            s,
+            "app-1",
+            "eventType=pds-record-change-2",
+            "nats:mns.retention",
+        )
+        .await;
+        for id in ["owed", "delivered", "dead"] {
+            s.publish(&event(id, "pds-record-change-2", json!({})), "pds", now())
+                .await
+                .unwrap();
+        }
+        s.publish(
+            &event("unmatched", "mns-test-signal-1", json!({})),
+            "app",
+            now(),
+        )
+        .await
+        .unwrap();
+        let head = s.head(&sub, 10).await.unwrap();
+        let seq_of = |id: &str| {
+            head.iter()
+                .find(|p| p.event.event.id == id)
+                .unwrap()
+                .event
+                .seq
+        };
+        s.delivered(&sub, seq_of("delivered")).await.unwrap();
+        s.dead_letter(&sub, seq_of("dead"), "refused", now())
+            .await
+            .unwrap();
+
+        // Nothing is old enough yet.
+        assert_eq!(
+            s.purge(now() - TimeDelta::seconds(60), 100).await.unwrap(),
+            0,
+            "{}",
+            b.name
+        );
+        let later = now() + TimeDelta::seconds(1);
+        assert_eq!(s.purge(later, 100).await.unwrap(), 2, "{}", b.name);
+        let left: Vec<String> = s
+            .events_after(0, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.id)
+            .collect();
+        assert_eq!(left, ["owed", "dead"], "{}", b.name);
+        assert_eq!(queued(s, &sub).await, ["owed"]);
+        // Forgotten with the event: the same (source, id) is new again.
+        assert!(matches!(
+            s.publish(
+                &event("unmatched", "mns-test-signal-1", json!({})),
+                "app",
+                now()
+            )
+            .await
+            .unwrap(),
+            Published::Accepted { .. }
+        ));
+    }
+}

@@ -803,6 +803,7 @@ async fn start_events(
     events_server::metrics::register();
     if !args.sandbox {
         events.spawn_dispatcher();
+        events.spawn_retention();
         if let Some(state) = mesh {
             mesh_server::events::spawn_relay(state.clone(), events.publisher("mesh"), skip);
         }
