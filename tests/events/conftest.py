@@ -160,11 +160,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert binary, "OPENSPINE_BIN must name the openspine binary"
     assert nats_url, "OPENSPINE_TEST_NATS_URL must name a NATS server with JetStream (the test command starts one)"
     work = tmp_path_factory.mktemp("events")
-    apps = {name: make_app(name) for name in ["publisher", "reader", "stranger"]}
+    apps = {name: make_app(name) for name in ["publisher", "reader", "stranger", "anything"]}
     permissions = {
         "publisher": ["events:create:mns-test-signal-1", "events:create:pds-change-of-gp-2"],
         "reader": [],
         "stranger": ["events:create:mns-test-signal-1"],
+        "anything": ["events:create:*"],
     }
     with open(work / "registry.jsonl", "w") as f:
         for name, app in apps.items():

@@ -242,7 +242,7 @@ def test_events_reach_a_jetstream_subject_in_the_order_they_were_published(serve
 class Receiver:
     """A webhook receiver on loopback: answers `status` and keeps what it was sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.status = 200
         self.received: list[tuple[dict, bytes]] = []
         receiver = self
@@ -257,7 +257,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
 
@@ -376,6 +376,69 @@ def test_a_sender_gets_receipts_when_its_message_is_acknowledged_and_when_one_ex
         server.call("DELETE", f"/subscriptions/{expired_sub}")
 
 
+def test_a_family_subscription_gets_a_messages_events_in_order(server: Server):
+    """`eventType=mesh-message-*` (an OpenSpine extension) puts the family in one queue, so a
+    sender sees its message accepted, downloaded and acknowledged in that order."""
+    r = server.subscribe(
+        "eventType=mesh-message-* AND sender=X26ABC1 AND workflowid=TEST_WORKFLOW",
+        "mesh://X26ABC1?workflow_id=OPENSPINE_EVENTS",
+    )
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    x26abc1, x26abc2 = server.mesh("X26ABC1"), server.mesh("X26ABC2")
+    try:
+        _drain(x26abc1)
+        sent = [x26abc1.send_message("X26ABC2", f"ordered {n}".encode(), workflow_id="TEST_WORKFLOW") for n in range(3)]
+        for message_id in sent:
+            message = x26abc2.retrieve_message(message_id)
+            message.read()
+            message.acknowledge()
+        # Nine receipts, in the inbox in the order they were sent, each with the next
+        # event number.
+        receipts = [json.loads(_inbox_message(x26abc1)[1]) for _ in range(9)]
+        got = [(e["subject"], e["type"]) for e in receipts]
+        # Each message's own events in their order; all accepted before their download.
+        for message_id in sent:
+            mine = [t for subject, t in got if subject == message_id]
+            assert mine == [
+                "mesh-message-accepted-1",
+                "mesh-message-downloaded-1",
+                "mesh-message-acknowledged-1",
+            ], got
+        numbers = [int(e["id"].rsplit("-", 1)[1]) for e in receipts]
+        assert numbers == sorted(numbers), numbers
+    finally:
+        x26abc1.close()
+        x26abc2.close()
+        server.call("DELETE", f"/subscriptions/{sid}")
+
+
+def test_mesh_events_are_only_meshs_and_only_for_their_own_mailbox(server: Server):
+    # Nobody publishes MESH's types over the API, even an app allowed every type.
+    event = signal_event("mesh-message-acknowledged-1", subject="20261204000000000000_ABCDEF")
+    r = server.publish(event, client_id="anything")
+    assert (r.status_code, r.json()) == (403, {"errors": "User is not authorized to handle the requested event type"})
+    assert server.publish(signal_event("pds-death-2"), client_id="anything").status_code == 200
+    # A subscription to them must deliver into the mailbox it names as sender or recipient.
+    refused = {
+        "validationErrors": {
+            "criteria": "Please deliver MESH events to a mesh:// endpoint whose mailbox the criteria names as sender or recipient"
+        }
+    }
+    for criteria, endpoint in [
+        ("eventType=mesh-message-accepted-1", "mesh://X26ABC1?workflow_id=OPENSPINE_EVENTS"),
+        ("eventType=mesh-message-* AND sender=X26ABC2", "mesh://X26ABC1?workflow_id=OPENSPINE_EVENTS"),
+        ("eventType=mesh-* AND recipient=X26ABC1", "nats:mns.suite.snoop"),
+    ]:
+        r = server.subscribe(criteria, endpoint)
+        assert (r.status_code, r.json()) == (400, refused), criteria
+
+
+def _drain(client) -> None:
+    for message_id in client.list_messages():
+        client.acknowledge_message(message_id)
+
+
 # --------------------------------------------------------------------------------------------
 # The CLI
 # --------------------------------------------------------------------------------------------
@@ -448,26 +511,54 @@ def _services(action: str) -> None:
     not __import__("os").environ.get("SERVICES_DIR") or not __import__("os").environ.get("NATS_PORT"),
     reason="needs the NATS server of scripts/services.sh (SERVICES_DIR, NATS_PORT), which the test command starts",
 )
-def test_a_stopped_nats_server_holds_only_its_subscriptions_and_delivery_resumes(server: Server):
+def test_a_stopped_nats_server_and_a_dead_webhook_hold_only_their_subscriptions(server: Server):
+    from conftest import free_port
+
     subject = f"mns.suite.outage.s{uuid.uuid4().hex[:8]}"
-    nats_sub = server.subscribe("eventType=mns-test-signal-1 AND generalpractitioner=Y44444", f"nats:{subject}").json()["id"]
+    criteria = "eventType=mns-test-signal-1 AND generalpractitioner=Y44444"
+    nats_sub = server.subscribe(criteria, f"nats:{subject}").json()["id"]
+    # Nothing listens on this port until later: every attempt is refused, and retried.
+    dead_port = free_port()
+    dead_sub = server.subscribe(criteria, f"http://127.0.0.1:{dead_port}/dead").json()["id"]
+    revived = None
+    mesh_sub = server.subscribe(criteria, "mesh://X26ABC2?workflow_id=OPENSPINE_EVENTS").json()["id"]
     receiver = Receiver()
+    x26abc1, x26abc2 = server.mesh("X26ABC1"), server.mesh("X26ABC2")
     try:
-        hook_sub = server.subscribe("eventType=mns-test-signal-1 AND generalpractitioner=Y44444", receiver.url).json()["id"]
+        _drain(x26abc2)
+        hook_sub = server.subscribe(criteria, receiver.url).json()["id"]
         _services("nats_stop")
         try:
             event = signal_event(filtering={"generalpractitioner": "Y44444"})
             t0 = time.time()
             assert server.publish(event).status_code == 200
-            assert time.time() - t0 < 1.0, "publishing does not wait for NATS"
-            # The webhook subscriber is not held up by the other one's outage.
+            assert time.time() - t0 < 1.0, "publishing does not wait for NATS or the dead webhook"
+            # The other subscribers are not held up by those outages.
             wait_for("the webhook delivery", lambda: receiver.received, timeout_s=5)
-            time.sleep(0.5)
+            (_, local_id, _), _ = _inbox_message(x26abc2, timeout_s=5)
+            assert local_id == event["id"]
+            # Nor is MESH: a message goes from X26ABC1 to X26ABC2 and is collected meanwhile.
+            t0 = time.time()
+            sent = x26abc1.send_message("X26ABC2", b"during the outage", workflow_id="TEST_WORKFLOW")
+            message = x26abc2.retrieve_message(sent)
+            assert message.read() == b"during the outage"
+            message.acknowledge()
+            assert time.time() - t0 < 2.0, "MESH traffic does not wait for the events service"
+            assert not receiver.received[1:], "one delivery each"
+            # The dead webhook comes back: its retried delivery arrives.
+            revived = Receiver(dead_port)
         finally:
             _services("nats_start")
+        wait_for("the revived webhook's delivery", lambda: revived.received, timeout_s=5)
+        assert json.loads(revived.received[0][1])["id"] == event["id"]
         got = asyncio.run(_consume(server.nats_url, subject, 1))
         assert [body["id"] for body, _ in got] == [event["id"]]
         server.call("DELETE", f"/subscriptions/{hook_sub}")
     finally:
+        x26abc1.close()
+        x26abc2.close()
         receiver.close()
-        server.call("DELETE", f"/subscriptions/{nats_sub}")
+        if revived is not None:
+            revived.close()
+        for sid in (nats_sub, dead_sub, mesh_sub):
+            server.call("DELETE", f"/subscriptions/{sid}")

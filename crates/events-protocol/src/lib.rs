@@ -31,6 +31,12 @@ pub const APP_SCOPE: &str = "urn:nhsd:apim:app:level3:multicast-notification-ser
 /// The CIS2 scope the platform also accepts (API.md §2).
 pub const CIS2_SCOPE: &str = "urn:nhsd:apim:user-nhs-cis2:aal3:multicast-notification-service";
 
+/// The family of types MESH publishes about its own messages (`mesh-message-accepted-1`, …).
+/// **OpenSpine**: they say who sends what to whom, so nobody may publish them over the API,
+/// and a subscription to them must deliver into the MESH mailbox they are about (see
+/// [`subscription::check_mesh_events`]).
+pub const MESH_FAMILY: &str = "mesh-";
+
 /// Whether `id` is a UUID v4 in its hyphenated form, as subscription ids are.
 pub fn is_uuid_v4(id: &str) -> bool {
     id.len() == 36

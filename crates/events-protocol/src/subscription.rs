@@ -90,6 +90,33 @@ pub struct Request {
     pub headers: Vec<String>,
 }
 
+/// The message for a MESH-events subscription that does not deliver to the mailbox it is about.
+pub const MESH_EVENTS_MESSAGE: &str =
+    "Please deliver MESH events to a mesh:// endpoint whose mailbox the criteria names as sender or recipient";
+
+/// **OpenSpine**: a subscription to MESH's own events ([`crate::MESH_FAMILY`]) must deliver
+/// to a `mesh://` endpoint and name that mailbox as `sender` or `recipient`: a mailbox
+/// learns only of its own traffic, as MESH's tracking API allows. Checked on create and
+/// replace, not on stored subscriptions.
+pub fn check_mesh_events(request: &Request) -> Result<(), ValidationErrors> {
+    let criteria = &request.criteria;
+    // A family covering MESH's types is `mesh-*` or narrower: it starts with `mesh-` too.
+    if !criteria.event_type.starts_with(crate::MESH_FAMILY) {
+        return Ok(());
+    }
+    let named = |mailbox: &str| {
+        ["sender", "recipient"].iter().any(|name| {
+            criteria
+                .clause(name)
+                .is_some_and(|v| v.eq_ignore_ascii_case(mailbox))
+        })
+    };
+    match &request.endpoint {
+        Endpoint::Mesh { mailbox, .. } if named(mailbox) => Ok(()),
+        _ => Err(ValidationErrors::one("criteria", MESH_EVENTS_MESSAGE)),
+    }
+}
+
 /// A stored subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
@@ -370,5 +397,40 @@ mod tests {
         let e = parse_request(&v, Some("e9050741-ae87-4720-beb1-2abd9248e227")).unwrap_err();
         assert!(e.0.contains_key("id"));
         assert!(parse_request(&v, None).is_ok(), "create ignores an id");
+    }
+
+    #[test]
+    fn mesh_events_go_only_to_the_mailbox_they_are_about() {
+        let check = |criteria: &str, endpoint: &str| {
+            let mut r = request();
+            r["criteria"] = json!(criteria);
+            r["channel"]["endpoint"] = json!(endpoint);
+            check_mesh_events(&parse_request(&r, None).unwrap())
+        };
+        let own = "mesh://X26ABC1?workflow_id=RECEIPTS";
+        for good in [
+            "eventType=mesh-message-acknowledged-1 AND sender=X26ABC1",
+            "eventType=mesh-message-* AND sender=x26abc1",
+            "eventType=mesh-* AND recipient=X26ABC1 AND workflowid=WF",
+        ] {
+            assert_eq!(check(good, own), Ok(()), "{good}");
+        }
+        for (criteria, endpoint) in [
+            ("eventType=mesh-message-accepted-1", own),
+            ("eventType=mesh-message-* AND sender=X26ABC2", own),
+            ("eventType=mesh-* AND workflowid=X26ABC1", own),
+            (
+                "eventType=mesh-message-* AND sender=X26ABC1",
+                "nats:mns.receipts",
+            ),
+        ] {
+            assert_eq!(
+                check(criteria, endpoint),
+                Err(ValidationErrors::one("criteria", MESH_EVENTS_MESSAGE)),
+                "{criteria} {endpoint}"
+            );
+        }
+        // Other types are anyone's to route anywhere.
+        assert_eq!(check("eventType=pds-*", "nats:mns.pds"), Ok(()));
     }
 }

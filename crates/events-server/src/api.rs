@@ -187,7 +187,10 @@ async fn publish(
         }
     };
     let event_type = &accepted.event.event_type;
-    if !permitted.iter().any(|t| t == "*" || t == event_type) {
+    // MESH's own types come only from MESH, whatever the app may publish.
+    if event_type.starts_with(events_protocol::MESH_FAMILY)
+        || !permitted.iter().any(|t| t == "*" || t == event_type)
+    {
         return error(ApiError::type_not_permitted());
     }
     let publisher = owner(&caller).unwrap_or_default();
@@ -252,6 +255,8 @@ async fn subscription_body(
         ))));
     };
     let request = parse_request(&value, path_id).map_err(|e| error(ApiError::validation(&e)))?;
+    events_protocol::subscription::check_mesh_events(&request)
+        .map_err(|e| error(ApiError::validation(&e)))?;
     endpoint_available(events, &request.endpoint).map_err(|e| error(ApiError::validation(&e)))?;
     Ok(request)
 }

@@ -59,6 +59,11 @@ pub struct EventsArgs {
         default_value_t = 604_800
     )]
     pub events_retention_secs: u64,
+    /// `version` in the health answers (`/_ping`, `/_status`, `/health`), as JSON: the NHS
+    /// sandbox's `VERSION_INFO`, e.g. `{"build_label":"1233-shaacdef1","releaseId":"1234"}`.
+    /// Unset: `{"version": "<OpenSpine's version>"}`.
+    #[arg(long, env = "OPENSPINE_EVENTS_VERSION_INFO")]
+    pub events_version_info: Option<String>,
     /// Subscriptions one node delivers to at once.
     #[arg(long, env = "OPENSPINE_EVENTS_CONCURRENCY", default_value_t = 64)]
     pub events_concurrency: usize,
@@ -93,6 +98,13 @@ impl EventsArgs {
             }
             (None, false) => Vec::new(),
         };
+        let version = match &self.events_version_info {
+            Some(text) => serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .ok_or("--events-version-info must be a JSON object")?,
+            None => serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
+        };
         Ok(EventsConfig {
             sandbox,
             public_base_url: format!(
@@ -110,7 +122,7 @@ impl EventsArgs {
             attempt_timeout: Duration::from_secs(self.events_attempt_timeout_secs.max(1)),
             lease: Duration::from_secs(self.events_lease_secs.max(1)),
             concurrency: self.events_concurrency.max(1),
-            version: serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
+            version,
             retention: (self.events_retention_secs > 0)
                 .then(|| Duration::from_secs(self.events_retention_secs)),
             ..EventsConfig::default()

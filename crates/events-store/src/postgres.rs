@@ -10,6 +10,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use events_protocol::criteria::type_keys;
 use events_protocol::subscription::Request;
 use events_protocol::{Accepted, Status, Subscription};
 use spine_events::Published;
@@ -126,8 +127,8 @@ impl EventStore for PgEventStore {
             return Ok(Published::Duplicate);
         }
         let candidates: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, criteria FROM ev_subscriptions WHERE event_type = $1")
-                .bind(&event.event_type)
+            sqlx::query_as("SELECT id, criteria FROM ev_subscriptions WHERE event_type = ANY($1)")
+                .bind(type_keys(&event.event_type))
                 .fetch_all(&mut *tx)
                 .await?;
         let targets = matching(event, candidates);

@@ -9,6 +9,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use events_protocol::criteria::type_keys;
 use events_protocol::subscription::Request;
 use events_protocol::{Accepted, Status, Subscription};
 use futures::future::BoxFuture;
@@ -151,12 +152,16 @@ impl EventStore for SqliteEventStore {
                     if seen.is_some() {
                         return Ok(Reply::Published(Published::Duplicate));
                     }
-                    let candidates: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT id, criteria FROM subscriptions WHERE event_type = ?",
-                    )
-                    .bind(&event.event_type)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    let mut q = QueryBuilder::<Sqlite>::new(
+                        "SELECT id, criteria FROM subscriptions WHERE event_type IN (",
+                    );
+                    let mut keys = q.separated(", ");
+                    for key in type_keys(&event.event_type) {
+                        keys.push_bind(key);
+                    }
+                    q.push(")");
+                    let candidates: Vec<(String, String)> =
+                        q.build_query_as().fetch_all(&mut *tx).await?;
                     let targets = matching(&event, candidates);
                     let seq = counter.fetch_add(1, Ordering::Relaxed) + 1;
                     sqlx::query(

@@ -124,6 +124,9 @@ async fn an_event_is_stored_once_and_queued_for_each_matching_subscription() {
         .await;
         let other_type =
             subscribe(s, "app-2", "eventType=nhs-number-change-2", "nats:mns.nn").await;
+        // Families (an OpenSpine extension): the whole `pds-*` family, and one it is not in.
+        let family = subscribe(s, "app-3", "eventType=pds-*", "nats:mns.pds").await;
+        let other_family = subscribe(s, "app-3", "eventType=pds-death-*", "nats:mns.pds").await;
 
         let e = event(
             "e-1",
@@ -150,6 +153,8 @@ async fn an_event_is_stored_once_and_queued_for_each_matching_subscription() {
         assert_eq!(queued(s, &gp).await, ["e-1", "e-1"], "{}", b.name);
         assert!(queued(s, &other_gp).await.is_empty(), "{}", b.name);
         assert!(queued(s, &other_type).await.is_empty(), "{}", b.name);
+        assert_eq!(queued(s, &family).await, ["e-1", "e-1"], "{}", b.name);
+        assert!(queued(s, &other_family).await.is_empty(), "{}", b.name);
 
         let stored = s.events_after(0, None, 10).await.unwrap();
         assert_eq!(stored.len(), 2);
