@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: OpenSpine (embedded store) and the NHS MESH sandbox from PyPI
 # (`mesh-sandbox`, uvicorn, STORE_MODE=file: its durable mode), the same workloads against
-# each, in one run, on loopback. Writes bench/results/latest.{json,md,png}.
+# each, in one run, on loopback. Writes bench/results/latest.{json,md,png}; then the events
+# service's benchmark beside it (bench/events_bench.py, bench/results/events-latest.json).
 #
 #   bash bench/compare.sh           # full run (about 3 minutes)
 #   QUICK=1 bash bench/compare.sh   # a few seconds per workload (what CI runs)
@@ -38,11 +39,12 @@ fi
 
 # The sandbox gets its own venv: its fixture files are replaced with the bench mailboxes.
 venv=$root/target/bench-venv
-if [ ! -x "$venv/bin/uvicorn" ]; then
-  echo "== python venv for mesh-sandbox"
+if [ ! -x "$venv/bin/uvicorn" ] || ! "$venv/bin/python" -c 'import jwt, mesh_client' 2>/dev/null; then
+  echo "== python venv for mesh-sandbox and the events benchmark"
   ${PYTHON:-python3} -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "$(grep -i '^mesh-sandbox' tests/interop/requirements.txt)" "$(grep -i '^uvicorn' tests/interop/requirements.txt)"
+    "$(grep -i '^mesh-sandbox' tests/interop/requirements.txt)" "$(grep -i '^uvicorn' tests/interop/requirements.txt)" \
+    -r tests/events/requirements.txt
 fi
 
 free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -123,6 +125,15 @@ json.dump(y, open(sys.argv[2], "w"))
 PY
 "$bench" report --runs "$runs" --yardstick "$work/yardstick.json" --out-dir "$out"
 echo "== wrote $out/latest.json, latest.md, latest.png"
+
+# The events service beside MESH: 1,000 subscriptions into MESH mailboxes, on the same
+# machine in the same run (its own server and data directory).
+echo "== events: publish and delivery into MESH mailboxes, 1,000 subscriptions"
+if [ -n "${QUICK:-}" ]; then events_args=(--events 600 --steady-events 300 --rate 100); else events_args=(); fi
+if ! "$venv/bin/python" bench/events_bench.py --bin "$os_bin" --out "$out/events-latest.json" "${events_args[@]}"; then
+  echo "   events: lost or duplicated deliveries, or the run failed"
+  ours_failed=1
+fi
 if [ "$ours_failed" -ne 0 ]; then
   echo "OpenSpine lost or corrupted messages, or a run against it failed" >&2
   exit 1

@@ -29,6 +29,8 @@ use events_protocol::{Accepted, Criteria, Endpoint, Payload, Status, Subscriptio
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spine_events::{Event, Published};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,16 +252,62 @@ pub(crate) fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// The subscriptions among `candidates` (`(id, criteria)` of the event's type) that the
-/// event matches.
-pub(crate) fn matching(event: &Event, candidates: Vec<(String, String)>) -> Vec<String> {
+/// The subscriptions that could match an event of one type, parsed: `(id, criteria)`.
+pub(crate) type Candidates = Arc<Vec<(String, Criteria)>>;
+
+/// Event types whose candidates one node keeps at most; past that the cache starts again.
+const CACHED_TYPES: usize = 1024;
+
+/// Each event type's candidate subscriptions, parsed, for as long as the store's
+/// subscriptions version stands (a trigger changes it with every subscription written or
+/// deleted). Without it a publish read and parsed every subscription of its type inside
+/// the write transaction: with 1,000 of them that was most of the publish's cost.
+#[derive(Default)]
+pub(crate) struct CandidateCache {
+    inner: Mutex<(i64, HashMap<String, Candidates>)>,
+}
+
+impl CandidateCache {
+    /// The candidates of `event_type` at `version`, if known.
+    pub(crate) fn get(&self, version: i64, event_type: &str) -> Option<Candidates> {
+        let mut cache = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != version {
+            *cache = (version, HashMap::new());
+            return None;
+        }
+        cache.1.get(event_type).cloned()
+    }
+
+    /// Parses `rows` (`(id, criteria)`, read at `version`) and keeps them if the version
+    /// still stands.
+    pub(crate) fn put(
+        &self,
+        version: i64,
+        event_type: &str,
+        rows: Vec<(String, String)>,
+    ) -> Candidates {
+        let parsed: Candidates = Arc::new(
+            rows.into_iter()
+                .filter_map(|(id, criteria)| Criteria::parse(&criteria).map(|c| (id, c)))
+                .collect(),
+        );
+        let mut cache = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 == version {
+            if cache.1.len() >= CACHED_TYPES {
+                cache.1.clear();
+            }
+            cache.1.insert(event_type.to_string(), parsed.clone());
+        }
+        parsed
+    }
+}
+
+/// The subscriptions among `candidates` that the event matches.
+pub(crate) fn matching(event: &Event, candidates: &[(String, Criteria)]) -> Vec<String> {
     candidates
-        .into_iter()
-        .filter(|(_, criteria)| {
-            Criteria::parse(criteria)
-                .is_some_and(|c| c.matches(&event.event_type, &event.filtering))
-        })
-        .map(|(id, _)| id)
+        .iter()
+        .filter(|(_, c)| c.matches(&event.event_type, &event.filtering))
+        .map(|(id, _)| id.clone())
         .collect()
 }
 

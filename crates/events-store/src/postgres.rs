@@ -5,7 +5,7 @@
 
 use crate::{
     decode_event, decode_request, encode_event, encode_request, kind_of, matching, millis,
-    status_of, time, Backlog, DeadLetter, EventStore, Pending, Result, StoredEvent,
+    status_of, time, Backlog, CandidateCache, DeadLetter, EventStore, Pending, Result, StoredEvent,
     StoredSubscription, SubscriptionWrite,
 };
 use async_trait::async_trait;
@@ -20,6 +20,15 @@ use std::time::Duration;
 
 pub struct PgEventStore {
     pool: PgPool,
+    candidates: CandidateCache,
+}
+
+async fn subscriptions_version(tx: &mut PgConnection) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT v FROM ev_subscriptions_version WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?,
+    )
 }
 
 const SUBSCRIPTION_COLUMNS: &str =
@@ -43,7 +52,10 @@ impl PgEventStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        Ok(PgEventStore { pool })
+        Ok(PgEventStore {
+            pool,
+            candidates: CandidateCache::default(),
+        })
     }
 
     /// A handle on the pool, for tests that look at the tables.
@@ -126,12 +138,24 @@ impl EventStore for PgEventStore {
             tx.rollback().await?;
             return Ok(Published::Duplicate);
         }
-        let candidates: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, criteria FROM ev_subscriptions WHERE event_type = ANY($1)")
+        let version = subscriptions_version(&mut *tx).await?;
+        let candidates = match self.candidates.get(version, &event.event_type) {
+            Some(c) => c,
+            None => {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, criteria FROM ev_subscriptions WHERE event_type = ANY($1)",
+                )
                 .bind(type_keys(&event.event_type))
                 .fetch_all(&mut *tx)
                 .await?;
-        let targets = matching(event, candidates);
+                // Each statement sees what was committed when it began: keep the rows only
+                // if no subscription changed between the two reads of the version.
+                let after = subscriptions_version(&mut *tx).await?;
+                let version = if after == version { version } else { i64::MIN };
+                self.candidates.put(version, &event.event_type, rows)
+            }
+        };
+        let targets = matching(event, &candidates);
         // Last: the counter's row lock orders commits.
         let seq: i64 =
             sqlx::query_scalar("UPDATE ev_counter SET last = last + 1 WHERE id = 1 RETURNING last")

@@ -4,8 +4,8 @@
 
 use crate::{
     decode_event, decode_request, encode_event, encode_request, kind_of, matching, millis,
-    status_of, time, Backlog, DeadLetter, EventStore, Pending, Result, StoreError, StoredEvent,
-    StoredSubscription, SubscriptionWrite,
+    status_of, time, Backlog, CandidateCache, DeadLetter, EventStore, Pending, Result, StoreError,
+    StoredEvent, StoredSubscription, SubscriptionWrite,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,6 +38,7 @@ pub struct SqliteEventStore {
     reader: SqlitePool,
     /// The last event seq handed out; only the writer assigns them.
     seq: Arc<AtomicI64>,
+    candidates: Arc<CandidateCache>,
 }
 
 fn job<F>(f: F) -> Job<Reply>
@@ -66,6 +67,7 @@ impl SqliteEventStore {
             writer: Writer::start(conn),
             reader,
             seq: Arc::new(AtomicI64::new(last)),
+            candidates: Arc::default(),
         })
     }
 
@@ -139,6 +141,7 @@ impl EventStore for SqliteEventStore {
         let legacy = accepted.legacy.as_ref().map(|l| l.to_string());
         let publisher = publisher.to_string();
         let counter = self.seq.clone();
+        let cache = self.candidates.clone();
         let reply = self
             .writer
             .write(job(move |tx| {
@@ -152,17 +155,28 @@ impl EventStore for SqliteEventStore {
                     if seen.is_some() {
                         return Ok(Reply::Published(Published::Duplicate));
                     }
-                    let mut q = QueryBuilder::<Sqlite>::new(
-                        "SELECT id, criteria FROM subscriptions WHERE event_type IN (",
-                    );
-                    let mut keys = q.separated(", ");
-                    for key in type_keys(&event.event_type) {
-                        keys.push_bind(key);
-                    }
-                    q.push(")");
-                    let candidates: Vec<(String, String)> =
-                        q.build_query_as().fetch_all(&mut *tx).await?;
-                    let targets = matching(&event, candidates);
+                    // Only the writer changes subscriptions, so what it reads here holds
+                    // until it commits.
+                    let version: i64 =
+                        sqlx::query_scalar("SELECT v FROM subscriptions_version WHERE id = 1")
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let candidates = match cache.get(version, &event.event_type) {
+                        Some(c) => c,
+                        None => {
+                            let mut q = QueryBuilder::<Sqlite>::new(
+                                "SELECT id, criteria FROM subscriptions WHERE event_type IN (",
+                            );
+                            let mut keys = q.separated(", ");
+                            for key in type_keys(&event.event_type) {
+                                keys.push_bind(key);
+                            }
+                            q.push(")");
+                            let rows = q.build_query_as().fetch_all(&mut *tx).await?;
+                            cache.put(version, &event.event_type, rows)
+                        }
+                    };
+                    let targets = matching(&event, &candidates);
                     let seq = counter.fetch_add(1, Ordering::Relaxed) + 1;
                     sqlx::query(
                         "INSERT INTO events (seq, source, id, type, event, legacy, publisher, received_at) \

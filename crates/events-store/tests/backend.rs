@@ -173,6 +173,54 @@ async fn an_event_is_stored_once_and_queued_for_each_matching_subscription() {
     }
 }
 
+/// Publishing keeps each type's subscriptions in memory: a subscription created, changed or
+/// deleted, on this node or another, must count from the next publish on.
+#[tokio::test]
+async fn every_subscription_change_counts_from_the_next_publish_on_every_node() {
+    for b in backends().await {
+        let (a, other) = (b.a.as_ref(), b.b.as_ref());
+        let gp = |id: &str| event(id, "pds-change-of-gp-2", json!({"gp": "Y1"}));
+        let first = subscribe(a, "app-1", "eventType=pds-change-of-gp-2", "nats:mns.one").await;
+        a.publish(&gp("c-1"), "app-9", now()).await.unwrap();
+        // Created on the other node after `a` has the type's subscriptions in memory.
+        let second = subscribe(
+            other,
+            "app-1",
+            "eventType=pds-change-of-gp-2 AND gp=Y1",
+            "nats:mns.two",
+        )
+        .await;
+        a.publish(&gp("c-2"), "app-9", now()).await.unwrap();
+        // Narrowed so that it no longer matches.
+        assert_eq!(
+            other
+                .replace_subscription(
+                    "app-1",
+                    &second,
+                    &request("eventType=pds-change-of-gp-2 AND gp=Y2", "nats:mns.two"),
+                    now()
+                )
+                .await
+                .unwrap(),
+            SubscriptionWrite::Done
+        );
+        a.publish(&gp("c-3"), "app-9", now()).await.unwrap();
+        // Deleted: nothing more is queued for it.
+        assert!(other.delete_subscription("app-1", &first).await.unwrap());
+        a.publish(&gp("c-4"), "app-9", now()).await.unwrap();
+        let family = subscribe(other, "app-2", "eventType=pds-*", "nats:mns.three").await;
+        a.publish(&gp("c-5"), "app-9", now()).await.unwrap();
+
+        assert!(
+            queued(a, &first).await.is_empty(),
+            "{}: deleted with its queue",
+            b.name
+        );
+        assert_eq!(queued(a, &second).await, ["c-2"], "{}", b.name);
+        assert_eq!(queued(a, &family).await, ["c-5"], "{}", b.name);
+    }
+}
+
 #[tokio::test]
 async fn a_queue_is_delivered_in_order_and_a_failure_holds_it_until_its_retry() {
     for b in backends().await {
