@@ -138,7 +138,7 @@ impl EventStore for PgEventStore {
             tx.rollback().await?;
             return Ok(Published::Duplicate);
         }
-        let version = subscriptions_version(&mut *tx).await?;
+        let version = subscriptions_version(&mut tx).await?;
         let candidates = match self.candidates.get(version, &event.event_type) {
             Some(c) => c,
             None => {
@@ -150,7 +150,7 @@ impl EventStore for PgEventStore {
                 .await?;
                 // Each statement sees what was committed when it began: keep the rows only
                 // if no subscription changed between the two reads of the version.
-                let after = subscriptions_version(&mut *tx).await?;
+                let after = subscriptions_version(&mut tx).await?;
                 let version = if after == version { version } else { i64::MIN };
                 self.candidates.put(version, &event.event_type, rows)
             }
