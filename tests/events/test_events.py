@@ -324,9 +324,29 @@ def test_a_failing_subscriber_is_retried_dead_lettered_then_active_again(server:
         )
         later = [json.loads(b)["id"] for _, b in receiver.received[seen:]]
         assert later == [second["id"]], "the dead-lettered event is not delivered again"
+
+        # The operator sees the dead letter, with its event, and replays it.
+        dead = _cli(server, "dead-letters", "--subscription", sid)
+        assert [(d["subscription"], d["event"]["id"]) for d in dead] == [(sid, first["id"])]
+        assert dead[0]["attempts"] >= 3 and "503" in dead[0]["last_error"], dead[0]
+        seen = len(receiver.received)
+        assert _cli(server, "replay", sid) == [{"subscription": sid, "replayed": 1}]
+        wait_for("the replayed delivery", lambda: len(receiver.received) > seen)
+        assert [json.loads(b)["id"] for _, b in receiver.received[seen:]] == [first["id"]]
+        assert _cli(server, "dead-letters", "--subscription", sid) == []
         server.call("DELETE", f"/subscriptions/{sid}")
     finally:
         receiver.close()
+
+
+def _cli(server: Server, *args: str) -> list:
+    import os
+    import subprocess
+
+    env = dict(os.environ, OPENSPINE_ADMIN_URL=server.ops_url, OPENSPINE_ADMIN_TOKEN=server.admin_token)
+    done = subprocess.run([server.binary, "events", *args], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,6 +427,7 @@ def test_a_family_subscription_gets_a_messages_events_in_order(server: Server):
             ], got
         numbers = [int(e["id"].rsplit("-", 1)[1]) for e in receipts]
         assert numbers == sorted(numbers), numbers
+        print("one family subscription, in inbox order:", [(e["id"], e["type"]) for e in receipts])
     finally:
         x26abc1.close()
         x26abc2.close()

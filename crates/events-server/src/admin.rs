@@ -5,12 +5,16 @@
 //!   number N, oldest first; with `wait_secs`, an empty answer waits up to W seconds for
 //!   the next one (so a tail is live without hammering the store).
 //! * `POST /admin/v1/events`: publish one CloudEvent as the operator (`admin`).
+//! * `GET /admin/v1/events/dead-letters?subscription=ID&limit=L`: deliveries given up on,
+//!   each with its event, oldest first (everyone's without `subscription`).
+//! * `POST /admin/v1/events/dead-letters/replay?subscription=ID`: put a subscription's
+//!   dead letters back in its queue, in event order, to be delivered as if new.
 
 use crate::Events;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use events_protocol::event::MAX_EVENT_BYTES;
 use serde::Deserialize;
@@ -21,6 +25,8 @@ use std::time::{Duration, Instant};
 pub fn router(events: Events) -> Router {
     Router::new()
         .route("/admin/v1/events", get(list).post(publish))
+        .route("/admin/v1/events/dead-letters", get(dead_letters))
+        .route("/admin/v1/events/dead-letters/replay", post(replay))
         .with_state(events)
 }
 
@@ -104,5 +110,69 @@ async fn publish(State(events): State<Events>, body: axum::body::Bytes) -> Respo
                 "the events store did not answer",
             )
         }
+    }
+}
+
+#[derive(Deserialize)]
+struct DeadLetterQuery {
+    subscription: Option<String>,
+    limit: Option<u32>,
+}
+
+fn unavailable(e: &events_store::StoreError) -> Response {
+    tracing::error!(error = %e, "admin API: events store");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the events store did not answer",
+    )
+}
+
+async fn dead_letters(State(events): State<Events>, Query(q): Query<DeadLetterQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let store = events.store();
+    let found = match store.dead_letters(q.subscription.as_deref(), limit).await {
+        Ok(found) => found,
+        Err(e) => return unavailable(&e),
+    };
+    let mut items = Vec::with_capacity(found.len());
+    for d in found {
+        // The event itself, which retention keeps while a dead letter refers to it.
+        let event = match store.events_after(d.event_seq - 1, None, 1).await {
+            Ok(mut e) => e
+                .pop()
+                .filter(|e| e.seq == d.event_seq)
+                .map(|e| json!(e.event)),
+            Err(e) => return unavailable(&e),
+        };
+        items.push(json!({
+            "subscription": d.subscription_id,
+            "seq": d.event_seq,
+            "attempts": d.attempts,
+            "last_error": d.last_error,
+            "failed_at": d.failed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "event": event,
+        }));
+    }
+    Json(json!({ "dead_letters": items })).into_response()
+}
+
+async fn replay(State(events): State<Events>, Query(q): Query<DeadLetterQuery>) -> Response {
+    let Some(id) = q.subscription else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "name the subscription: ?subscription=ID",
+        );
+    };
+    match events.store().subscription(&id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return problem(StatusCode::NOT_FOUND, "no such subscription"),
+        Err(e) => return unavailable(&e),
+    }
+    match events.replay_dead_letters(&id).await {
+        Ok(n) => {
+            tracing::info!(subscription = %id, replayed = n, "admin API: dead letters replayed");
+            Json(json!({ "subscription": id, "replayed": n })).into_response()
+        }
+        Err(e) => unavailable(&e),
     }
 }

@@ -110,6 +110,19 @@ impl Events {
         Ok(published)
     }
 
+    /// Puts a subscription's dead letters back in its queue and wakes the dispatcher.
+    pub async fn replay_dead_letters(&self, subscription_id: &str) -> events_store::Result<u64> {
+        let n = self
+            .inner
+            .store
+            .replay_dead_letters(subscription_id)
+            .await?;
+        if n > 0 {
+            self.inner.wake.notify_one();
+        }
+        Ok(n)
+    }
+
     /// A [`Publisher`] for a service of this process: its events are checked by the rules
     /// an HTTP publisher meets, and recorded as published by `name`.
     pub fn publisher(&self, name: &'static str) -> Arc<dyn Publisher> {

@@ -168,7 +168,17 @@ pub trait EventStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<()>;
 
-    async fn dead_letters(&self, subscription_id: &str) -> Result<Vec<DeadLetter>>;
+    /// Dead letters, oldest event first: one subscription's, or everyone's; at most `limit`.
+    async fn dead_letters(
+        &self,
+        subscription_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>>;
+
+    /// Puts a subscription's dead letters back in its queue, by event number (so before
+    /// any later event still queued), for delivery as if new; returns how many. The
+    /// operator's answer to a subscriber that was down for longer than the retry period.
+    async fn replay_dead_letters(&self, subscription_id: &str) -> Result<u64>;
 
     /// Events accepted after `after`, oldest first (for `openspine events tail`).
     async fn events_after(

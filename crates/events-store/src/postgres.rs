@@ -425,12 +425,17 @@ impl EventStore for PgEventStore {
         Ok(())
     }
 
-    async fn dead_letters(&self, subscription_id: &str) -> Result<Vec<DeadLetter>> {
+    async fn dead_letters(
+        &self,
+        subscription_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(
             "SELECT subscription_id, event_seq, attempts, last_error, failed_at FROM ev_dead_letters \
-             WHERE subscription_id = $1 ORDER BY event_seq",
+             WHERE $1::text IS NULL OR subscription_id = $1 ORDER BY event_seq, subscription_id LIMIT $2",
         )
         .bind(subscription_id)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -444,6 +449,27 @@ impl EventStore for PgEventStore {
                 })
             })
             .collect()
+    }
+
+    async fn replay_dead_letters(&self, subscription_id: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Moved, not copied: the delete names what was inserted, under the same snapshot.
+        let n = sqlx::query(
+            "WITH moved AS (DELETE FROM ev_dead_letters WHERE subscription_id = $1 \
+                            RETURNING subscription_id, event_seq) \
+             INSERT INTO ev_deliveries (subscription_id, event_seq) \
+             SELECT subscription_id, event_seq FROM moved ON CONFLICT DO NOTHING",
+        )
+        .bind(subscription_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE ev_subscriptions SET retry_at = 0 WHERE id = $1")
+            .bind(subscription_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn events_after(

@@ -490,12 +490,17 @@ impl EventStore for SqliteEventStore {
             .map(|_| ())
     }
 
-    async fn dead_letters(&self, subscription_id: &str) -> Result<Vec<DeadLetter>> {
+    async fn dead_letters(
+        &self,
+        subscription_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(
             "SELECT subscription_id, event_seq, attempts, last_error, failed_at FROM dead_letters \
-             WHERE subscription_id = ? ORDER BY event_seq",
+             WHERE ?1 IS NULL OR subscription_id = ?1 ORDER BY event_seq, subscription_id LIMIT ?2",
         )
         .bind(subscription_id)
+        .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
@@ -509,6 +514,38 @@ impl EventStore for SqliteEventStore {
                 })
             })
             .collect()
+    }
+
+    async fn replay_dead_letters(&self, subscription_id: &str) -> Result<u64> {
+        let id = subscription_id.to_string();
+        let reply = self
+            .writer
+            .write(job(move |tx| {
+                Box::pin(async move {
+                    let n = sqlx::query(
+                        "INSERT OR IGNORE INTO deliveries (subscription_id, event_seq) \
+                         SELECT subscription_id, event_seq FROM dead_letters WHERE subscription_id = ?",
+                    )
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    sqlx::query("DELETE FROM dead_letters WHERE subscription_id = ?")
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE subscriptions SET retry_at = 0 WHERE id = ?")
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok(Reply::Count(n))
+                })
+            }))
+            .await?;
+        match reply {
+            Reply::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn events_after(

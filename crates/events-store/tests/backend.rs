@@ -290,7 +290,13 @@ async fn a_queue_is_delivered_in_order_and_a_failure_holds_it_until_its_retry() 
             .unwrap();
         let stored = s.subscription(&sub).await.unwrap().unwrap();
         assert_eq!(stored.subscription.status.as_str(), "error", "{}", b.name);
-        let dead = s.dead_letters(&sub).await.unwrap();
+        let dead = s.dead_letters(Some(&sub), 100).await.unwrap();
+        assert_eq!(s.dead_letters(None, 100).await.unwrap(), dead);
+        assert!(s
+            .dead_letters(Some("another"), 100)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].event_seq, again.event.seq);
         assert_eq!(dead[0].attempts, 3);
@@ -310,6 +316,23 @@ async fn a_queue_is_delivered_in_order_and_a_failure_holds_it_until_its_retry() 
         s.delivered(&sub, head.event.seq).await.unwrap();
         let stored = s.subscription(&sub).await.unwrap().unwrap();
         assert_eq!(stored.subscription.status.as_str(), "active");
+
+        // The operator replays the dead letter: back in the queue by its number, before
+        // e-4, which is still queued; the dead letters are empty.
+        assert_eq!(
+            b.b.replay_dead_letters(&sub).await.unwrap(),
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(queued(s, &sub).await, ["e-2", "e-4"], "{}", b.name);
+        assert!(s.dead_letters(None, 100).await.unwrap().is_empty());
+        assert_eq!(s.head(&sub, 1).await.unwrap()[0].attempts, 0, "as if new");
+        assert_eq!(
+            s.replay_dead_letters(&sub).await.unwrap(),
+            0,
+            "nothing twice"
+        );
     }
 }
 

@@ -5,6 +5,8 @@
 //!   an event number, `--type T` for one type), until interrupted.
 //! * `publish FILE` publishes the CloudEvent in FILE (`-` for standard input) as the
 //!   operator, with the checks an HTTP publisher meets.
+//! * `dead-letters [--subscription ID]` prints deliveries given up on, with their events;
+//!   `replay SUBSCRIPTION` puts that subscription's back in its queue.
 
 use crate::admin::OpsClient;
 use anyhow::Context;
@@ -36,6 +38,19 @@ enum EventsCommand {
     },
     /// Publish one CloudEvent from a JSON file (`-` reads standard input).
     Publish { file: PathBuf },
+    /// Print dead letters (deliveries given up on) as JSON lines, oldest event first:
+    /// `{"subscription", "seq", "attempts", "last_error", "failed_at", "event"}`.
+    DeadLetters {
+        /// Only this subscription's.
+        #[arg(long)]
+        subscription: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Put a subscription's dead letters back in its queue, in event order, to be
+    /// delivered as if new (once its endpoint works again).
+    Replay { subscription: String },
 }
 
 pub async fn run(args: EventsCliArgs) -> anyhow::Result<()> {
@@ -79,6 +94,37 @@ pub async fn run(args: EventsCliArgs) -> anyhow::Result<()> {
             }
             let answer = api
                 .call_with(reqwest::Method::POST, "/admin/v1/events", &[], Some(body))
+                .await?;
+            println!("{answer}");
+            Ok(())
+        }
+        EventsCommand::DeadLetters {
+            subscription,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(id) = subscription {
+                query.push(("subscription", id));
+            }
+            let page = api
+                .call(
+                    reqwest::Method::GET,
+                    "/admin/v1/events/dead-letters",
+                    &query,
+                )
+                .await?;
+            for item in page["dead_letters"].as_array().into_iter().flatten() {
+                println!("{item}");
+            }
+            Ok(())
+        }
+        EventsCommand::Replay { subscription } => {
+            let answer = api
+                .call(
+                    reqwest::Method::POST,
+                    "/admin/v1/events/dead-letters/replay",
+                    &[("subscription", subscription)],
+                )
                 .await?;
             println!("{answer}");
             Ok(())
