@@ -9,6 +9,7 @@
 pub mod error;
 pub mod headers;
 pub mod nhs_number;
+pub mod search;
 
 pub use error::{Outcome, SpineCode};
 pub use nhs_number::NhsNumber;
