@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod headers;
+pub mod names;
 pub mod nhs_number;
 pub mod search;
 
