@@ -235,6 +235,18 @@ impl Outcome {
         }
     }
 
+    /// The Spine code in the body (`details.coding[0].code`), for logs, metrics and tests.
+    pub fn spine_code(&self) -> &str {
+        self.body["issue"][0]["details"]["coding"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    /// The body's `diagnostics`, if it has one.
+    pub fn diagnostics(&self) -> Option<&str> {
+        self.body["issue"][0]["diagnostics"].as_str()
+    }
+
     /// `Missing value - '<path>'`, the catalogue's style for an absent field.
     pub fn missing_value(path: &str) -> Outcome {
         Outcome::new(MissingValue, Some(&format!("Missing value - '{path}'")))

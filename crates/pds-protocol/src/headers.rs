@@ -47,18 +47,8 @@ mod tests {
 
     fn diagnostics(r: Result<(), Outcome>) -> (u16, String, String) {
         let o = r.expect_err("refused");
-        let issue = &o.body["issue"][0];
-        (
-            o.status,
-            issue["details"]["coding"][0]["code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            issue["diagnostics"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
+        let diagnostics = o.diagnostics().unwrap_or_default().to_string();
+        (o.status, o.spine_code().to_string(), diagnostics)
     }
 
     #[test]

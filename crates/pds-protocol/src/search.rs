@@ -250,15 +250,8 @@ mod tests {
 
     fn refusal(r: Result<SearchQuery, Outcome>) -> (u16, String, Option<String>) {
         let o = r.expect_err("refused");
-        let issue = &o.body["issue"][0];
-        (
-            o.status,
-            issue["details"]["coding"][0]["code"]
-                .as_str()
-                .unwrap_or_default()
-                .into(),
-            issue["diagnostics"].as_str().map(str::to_string),
-        )
+        let diagnostics = o.diagnostics().map(str::to_string);
+        (o.status, o.spine_code().to_string(), diagnostics)
     }
 
     #[test]
